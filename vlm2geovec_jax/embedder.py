@@ -1,0 +1,69 @@
+"""The Python API: ``vlm2geovec_jax.load(path)`` returns an Embedder.
+
+``Embedder.embed_tokens`` takes exactly the arrays transformers' Qwen2-VL takes (processor output) and returns
+numpy embeddings. Text lengths and image patch counts are padded to power-of-two buckets, so a stream of
+batches compiles a bounded number of programs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from vlm2geovec_jax.models.config import ModelConfig
+from vlm2geovec_jax.models.encoder import Encoder
+from vlm2geovec_jax.models.model_inputs import EncoderInputs, bucket, pad_batch_rows, prepare_inputs
+
+
+@nnx.jit
+def _embed(model: Encoder, batch: EncoderInputs) -> jax.Array:
+    return model(batch)
+
+
+class Embedder:
+    """A loaded encoder with a jitted embedding function."""
+
+    def __init__(self, model: Encoder, *, path: str | os.PathLike | None = None):
+        self.model = model
+        self.path = Path(path) if path is not None else None
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    @property
+    def dim(self) -> int:
+        return self.config.hidden_size
+
+    def embed_inputs(self, batch: EncoderInputs) -> np.ndarray:
+        return np.asarray(_embed(self.model, batch))
+
+    def embed_tokens(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None) -> np.ndarray:
+        """[batch, dim] L2-normalised float32 embeddings for transformers-style Qwen2-VL inputs."""
+        input_ids = np.asarray(input_ids)
+        batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw)
+        window = self.config.vision.spatial_merge_size ** 2
+        patches = batch.pixel_values.shape[1]
+        if batch.has_images:  # pad images to a patch-count bucket too
+            batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
+                                   patches_per_image=max(bucket(patches, 64), window),
+                                   num_images=bucket(batch.pixel_values.shape[0], 1))
+        rows, length = input_ids.shape
+        batch = pad_batch_rows(batch, bucket(rows, 1), bucket(length))
+        return self.embed_inputs(batch)[:rows]
+
+
+def load(path: str | os.PathLike, **config_overrides) -> Embedder:
+    """An Embedder from a vlm2geovec model checkpoint or a transformers Qwen2-VL directory."""
+    from vlm2geovec_jax.weights import checkpoint, convert
+
+    if checkpoint.is_model_checkpoint(path):
+        return Embedder(checkpoint.load_model(path, **config_overrides), path=path)
+    if (Path(path) / "config.json").is_file():
+        model, _ = convert.load_hf_model(path, progress=False, **config_overrides)
+        return Embedder(model, path=path)
+    raise FileNotFoundError(f"{path}: neither a vlm2geovec model checkpoint (model_config.json + params/) "
+                            "nor a transformers checkpoint directory (config.json)")

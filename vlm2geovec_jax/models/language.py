@@ -1,0 +1,77 @@
+"""Qwen2-VL's language model: a Qwen2 decoder (GQA with q/k/v bias, RMSNorm, SwiGLU, M-RoPE, causal)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from vlm2geovec_jax.models import rope
+from vlm2geovec_jax.models.config import ModelConfig
+from vlm2geovec_jax.models.layers import (INIT_STD, Dense, RMSNorm, activation, attention, dtype_of,
+                                          scan_layers, stacked)
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        t = cfg.text
+        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        self.num_heads, self.num_kv_heads, self.head_dim = t.num_heads, t.num_kv_heads, t.head_dim
+        kv_dim = t.num_kv_heads * t.head_dim
+
+        def dense(i, o, axes, bias):
+            return Dense(i, o, axes=axes, use_bias=bias, dtype=dt, param_dtype=pdt, rngs=rngs)
+
+        self.input_layernorm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps, param_dtype=pdt)
+        self.q_proj = dense(t.hidden_size, t.hidden_size, ("embed", "heads"), True)
+        self.k_proj = dense(t.hidden_size, kv_dim, ("embed", "kv_heads"), True)
+        self.v_proj = dense(t.hidden_size, kv_dim, ("embed", "kv_heads"), True)
+        self.o_proj = dense(t.hidden_size, t.hidden_size, ("heads", "embed"), False)
+        self.post_attention_layernorm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps, param_dtype=pdt)
+        self.gate_proj = dense(t.hidden_size, t.intermediate_size, ("embed", "mlp"), False)
+        self.up_proj = dense(t.hidden_size, t.intermediate_size, ("embed", "mlp"), False)
+        self.down_proj = dense(t.intermediate_size, t.hidden_size, ("mlp", "embed"), False)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+        b, length, _ = x.shape
+        h = self.input_layernorm(x)
+        q = self.q_proj(h).reshape(b, length, self.num_heads, self.head_dim)
+        k = self.k_proj(h).reshape(b, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(h).reshape(b, length, self.num_kv_heads, self.head_dim)
+        q = activation(q, ("act_batch", "act_len", "act_heads", None))
+        k = activation(k, ("act_batch", "act_len", "act_kv_heads", None))
+        cos, sin = cos.astype(q.dtype), sin.astype(q.dtype)  # transformers casts the table to the compute dtype
+        q, k = rope.apply_rotary(q, cos, sin), rope.apply_rotary(k, cos, sin)
+        out = attention(q, k, v, mask).reshape(b, length, -1)
+        out = checkpoint_name(out, "attn_out")
+        x = x + self.o_proj(out)
+        h = self.post_attention_layernorm(x)
+        gate = activation(self.gate_proj(h), ("act_batch", "act_len", "act_mlp"))
+        x = x + self.down_proj(jax.nn.silu(gate) * self.up_proj(h))
+        return activation(x, ("act_batch", "act_len", "act_embed"))
+
+
+class LanguageModel(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        t = cfg.text
+        self.cfg = cfg
+        pdt = dtype_of(cfg.param_dtype)
+        self.embed_tokens = nnx.Param(
+            jax.random.normal(rngs.params(), (t.vocab_size, t.hidden_size), pdt) * INIT_STD,
+            logical_axes=("vocab", "embed"))
+        self.layers = stacked(lambda r: DecoderLayer(cfg, rngs=r), t.num_layers, rngs)
+        self.norm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps, param_dtype=pdt)
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        table = self.embed_tokens[...].astype(dtype_of(self.cfg.dtype))
+        return activation(jnp.take(table, input_ids, axis=0), ("act_batch", "act_len", "act_embed"))
+
+    def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """inputs_embeds [B, L, D], position_ids [3, B, L], attention_mask [B, L] -> final hidden [B, L, D]."""
+        t = self.cfg.text
+        cos, sin = rope.text_cos_sin(position_ids, t.head_dim, t.rope_theta, t.mrope_section)
+        length = inputs_embeds.shape[1]
+        causal = jnp.tril(jnp.ones((length, length), bool))
+        mask = causal[None] & attention_mask[:, None, :].astype(bool)
+        x = scan_layers(self.layers, inputs_embeds, cos, sin, mask, remat_policy=self.cfg.remat_policy)
+        return self.norm(x)

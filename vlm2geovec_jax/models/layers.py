@@ -1,0 +1,141 @@
+"""Building blocks shared by the vision tower and the language model.
+
+Every parameter carries ``logical_axes`` metadata (read by ``vlm2geovec_jax.sharding``); numerics follow
+transformers' Qwen2-VL (norms in float32, softmax in float32) so float32 parity is exact to rounding.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vlm2geovec_jax.sharding import constrain
+
+INIT_STD = 0.02  # transformers' initializer_range for Qwen2-VL
+
+
+def dtype_of(name: str) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel (+ bias); kernel stored [in, out] (transposed from torch's Linear.weight)."""
+
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str], use_bias: bool,
+                 dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        init = jax.nn.initializers.normal(INIT_STD)
+        self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), param_dtype), logical_axes=axes)
+        self.bias = (nnx.Param(jnp.zeros((out_features,), param_dtype), logical_axes=(axes[1],))
+                     if use_bias else None)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """Qwen2's RMSNorm: normalise in float32, cast back, then scale (in that order, as transformers does)."""
+
+    def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm with weight and bias, computed in float32 (torch does the same for half inputs)."""
+
+    def __init__(self, dim: int, *, eps: float = 1e-6, param_dtype: jnp.dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype), logical_axes=("norm",))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(x.dtype)
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=False)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax attention with grouped kv heads; q [B, T, N, H], k/v [B, S, K, H], mask [B, T, S] bool.
+
+    Logits and softmax in float32, as transformers. Fully masked rows (padding queries) get a uniform
+    distribution instead of NaN, so they never poison the valid rows of later layers.
+    """
+    b, t, n, h = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, n // kv_heads, h)
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * (h ** -0.5)
+    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+# ---- rematerialisation -------------------------------------------------------------------------------------
+
+def _remat_policies() -> dict[str, Callable | None]:
+    cp = jax.checkpoint_policies
+    return {
+        "none": None,  # no remat: keep every activation (fastest, most memory)
+        "full": cp.nothing_saveable,  # keep only the layer inputs
+        "save_dots": cp.dots_saveable,
+        "save_dots_no_batch": cp.dots_with_no_batch_dims_saveable,
+        "save_attn_out": cp.save_only_these_names("attn_out"),
+    }
+
+
+def scan_layers(layers: nnx.Module, carry: jax.Array, *args, remat_policy: str = "none") -> jax.Array:
+    """Runs a stack of identical layers (parameters stacked on axis 0) with ``lax.scan``.
+
+    One layer is traced and compiled once, whatever the depth. ``remat_policy`` names a jax.checkpoint policy
+    applied to each layer, as in MaxText.
+    """
+    graphdef, state = nnx.split(layers)
+
+    def body(x, layer_state):
+        return nnx.merge(graphdef, layer_state)(x, *args), None
+
+    policies = _remat_policies()
+    if remat_policy not in policies:
+        raise ValueError(f"unknown remat_policy {remat_policy!r}; known: {sorted(policies)}")
+    if remat_policy != "none":
+        body = jax.checkpoint(body, policy=policies[remat_policy], prevent_cse=False)
+    out, _ = jax.lax.scan(body, carry, state)
+    return out
+
+
+def stacked(make: Callable[[nnx.Rngs], nnx.Module], num: int, rngs: nnx.Rngs) -> nnx.Module:
+    """``num`` independently initialised copies of a layer, parameters stacked on a leading 'layers' axis."""
+
+    @nnx.split_rngs(splits=num)
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers", "logical_axes": "layers"})
+    def make_all(r: nnx.Rngs) -> nnx.Module:
+        return make(r)
+
+    return make_all(rngs)
+
+
+def activation(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """Constrain an activation's sharding by logical names (no-op without a mesh)."""
+    return constrain(x, names)

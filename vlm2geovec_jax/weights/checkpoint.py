@@ -1,0 +1,107 @@
+"""The model checkpoint: an orbax checkpoint of the encoder's parameters plus its config and assets.
+
+Layout::
+
+    CKPT/model_config.json   {"format": ..., "model": ModelConfig.to_dict()}
+    CKPT/params/             orbax StandardCheckpointer (sharded, restorable onto any mesh)
+    CKPT/assets/             tokenizer/processor files and the original config.json, carried to exports
+
+A checkpoint is written to a temporary sibling directory and renamed into place when complete, so an
+interrupted write never leaves a half-written checkpoint under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from vlm2geovec_jax.models.config import ModelConfig
+from vlm2geovec_jax.models.encoder import Encoder
+
+FORMAT = "vlm2geovec-model/1"
+ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+               "added_tokens.json", "preprocessor_config.json", "chat_template.json", "chat_template.jinja",
+               "generation_config.json")
+HF_CONFIG_ASSET = "hf_config.json"
+
+
+def is_model_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / "model_config.json").is_file() and (Path(path) / "params").is_dir()
+
+
+def save_model(path: str | os.PathLike, model: Encoder, *, assets_from: str | os.PathLike | None = None,
+               hf_config: dict | None = None, overwrite: bool = False) -> Path:
+    """Saves parameters, config and assets; atomic at the directory level."""
+    path = Path(path).absolute()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp / "params", nnx.state(model, nnx.Param).to_pure_dict())
+    checkpointer.wait_until_finished()
+    (tmp / "model_config.json").write_text(json.dumps({"format": FORMAT, "model": model.cfg.to_dict()}, indent=2))
+    assets = tmp / "assets"
+    assets.mkdir()
+    if assets_from is not None:
+        for name in ASSET_FILES:
+            if (Path(assets_from) / name).is_file():
+                shutil.copy2(Path(assets_from) / name, assets / name)
+    if hf_config is not None:
+        (assets / HF_CONFIG_ASSET).write_text(json.dumps(hf_config, indent=2))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(path)
+    return path
+
+
+def read_model_config(path: str | os.PathLike) -> ModelConfig:
+    file = Path(path) / "model_config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing; {path} is not a vlm2geovec model checkpoint")
+    meta = json.loads(file.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{file}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    return ModelConfig.from_dict(meta["model"])
+
+
+def abstract_model(cfg: ModelConfig) -> Encoder:
+    """The encoder with shapes but no values (nothing is allocated)."""
+    return nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0)))
+
+
+def load_model(path: str | os.PathLike, *, shardings: nnx.State | None = None,
+               **config_overrides) -> Encoder:
+    """Restores an encoder; ``shardings`` (a state of NamedShardings) places each parameter as it is read.
+
+    ``config_overrides`` may change runtime fields (dtype, remat_policy), not shapes; a param_dtype override
+    casts after restore.
+    """
+    cfg = read_model_config(path)
+    stored = cfg
+    cfg = cfg.replace(**config_overrides) if config_overrides else cfg
+    graphdef, state = nnx.split(abstract_model(stored))
+    shapes = state.to_pure_dict()
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    placement = shardings.to_pure_dict() if shardings is not None else jax.tree.map(lambda _: default, shapes)
+    target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), shapes, placement)
+    restored = ocp.StandardCheckpointer().restore(Path(path).absolute() / "params", target)
+    if cfg.param_dtype != stored.param_dtype:
+        restored = jax.tree.map(lambda x: x.astype(cfg.param_dtype), restored)
+    graphdef, state = nnx.split(abstract_model(cfg))
+    nnx.replace_by_pure_dict(state, restored)
+    return nnx.merge(graphdef, state)
+
+
+def assets_dir(path: str | os.PathLike) -> Path:
+    return Path(path) / "assets"
