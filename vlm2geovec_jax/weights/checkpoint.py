@@ -44,7 +44,7 @@ def save_model(path: str | os.PathLike, model: Encoder, *, assets_from: str | os
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / "params", nnx.state(model, nnx.Param).to_pure_dict())
+    checkpointer.save(tmp / "params", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     checkpointer.wait_until_finished()
     (tmp / "model_config.json").write_text(json.dumps({"format": FORMAT, "model": model.cfg.to_dict()}, indent=2))
     assets = tmp / "assets"
@@ -91,9 +91,9 @@ def load_model(path: str | os.PathLike, *, shardings: nnx.State | None = None,
     stored = cfg
     cfg = cfg.replace(**config_overrides) if config_overrides else cfg
     graphdef, state = nnx.split(abstract_model(stored))
-    shapes = state.to_pure_dict()
+    shapes = nnx.to_pure_dict(state)
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    placement = shardings.to_pure_dict() if shardings is not None else jax.tree.map(lambda _: default, shapes)
+    placement = nnx.to_pure_dict(shardings) if shardings is not None else jax.tree.map(lambda _: default, shapes)
     target = jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), shapes, placement)
     restored = ocp.StandardCheckpointer().restore(Path(path).absolute() / "params", target)
     if cfg.param_dtype != stored.param_dtype:

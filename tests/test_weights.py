@@ -1,0 +1,162 @@
+"""Weight interchange with transformers: round trips, sharded files, placement on a mesh, clear errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from hf_utils import hf_model, torch, transformers
+from vlm2geovec_jax import load, sharding
+from vlm2geovec_jax.models.presets import model_config
+from vlm2geovec_jax.weights import checkpoint, convert
+from vlm2geovec_jax.weights.hf import CheckpointError
+from safetensors.numpy import load_file, save_file
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hf")
+    hf_model(model_config("tiny"), seed=1).save_pretrained(path)
+    (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 128}))
+    return path
+
+
+def _tensors(directory) -> dict[str, np.ndarray]:
+    out = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        out.update(load_file(file))
+    return out
+
+
+def test_round_trip_is_bit_identical(hf_dir, tmp_path):
+    ckpt = convert.import_hf(hf_dir, tmp_path / "ckpt", progress=False)
+    out = convert.export_checkpoint(ckpt, tmp_path / "exported", progress=False)
+    before, after = _tensors(hf_dir), _tensors(out)
+    assert set(after) == set(before) - {"lm_head.weight"}  # tied: save_pretrained may or may not write it
+    for name, value in before.items():
+        if name in after:
+            assert after[name].dtype == value.dtype and np.array_equal(after[name], value), name
+    assert (out / "tokenizer_config.json").is_file() and "PyTorch" in (out / "README.md").read_text()
+
+
+def test_bfloat16_round_trip_keeps_dtype_and_bits(tmp_path):
+    cfg = model_config("tiny").replace(tie_word_embeddings=False)
+    hf_model(cfg, seed=2).to(torch.bfloat16).save_pretrained(tmp_path / "hf")
+    ckpt = convert.import_hf(tmp_path / "hf", tmp_path / "ckpt", progress=False)
+    assert checkpoint.read_model_config(ckpt).param_dtype == "bfloat16"
+    out = convert.export_checkpoint(ckpt, tmp_path / "out", progress=False)
+    before, after = _tensors(tmp_path / "hf"), _tensors(out)
+    assert set(before) == set(after) and "lm_head.weight" in after
+    for name in before:
+        assert before[name].dtype == after[name].dtype
+        assert np.array_equal(before[name].view(np.uint16), after[name].view(np.uint16)), name
+
+
+def test_export_loads_in_transformers_without_missing_keys(hf_dir, tmp_path):
+    """Sharded export (tiny shard limit) -> from_pretrained reports no missing or unexpected keys."""
+    model = load(hf_dir).model
+    out = convert.export_hf(model, tmp_path / "sharded", max_shard_bytes=40_000, progress=False)
+    assert (out / "model.safetensors.index.json").is_file() and len(list(out.glob("*.safetensors"))) > 2
+    loaded, info = transformers.Qwen2VLForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    reference = transformers.Qwen2VLForConditionalGeneration.from_pretrained(hf_dir)
+    for (name, a), (_, b) in zip(sorted(loaded.state_dict().items()), sorted(reference.state_dict().items())):
+        assert torch.equal(a, b), name
+
+
+def test_sharded_safetensors_checkpoint_imports(hf_dir, tmp_path):
+    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(hf_dir)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="60KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    ids = np.array([[5, 6, 7, 8, 9, 10]])
+    np.testing.assert_array_equal(load(tmp_path / "sharded").embed_tokens(ids), load(hf_dir).embed_tokens(ids))
+
+
+def test_import_places_parameters_on_the_mesh(hf_dir):
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    model, _ = convert.load_hf_model(hf_dir, mesh=mesh, progress=False)
+    state = nnx.state(model, nnx.Param)
+    wanted = nnx.to_flat_state(sharding.state_shardings(state, mesh))
+    for (path, var), (_, want) in zip(nnx.to_flat_state(state), wanted):
+        assert var.get_value().sharding.is_equivalent_to(want.get_value(), var.get_value().ndim), path
+    gate = model.language.layers.gate_proj.kernel.get_value()
+    assert gate.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+    assert len(gate.addressable_shards) == 8 and gate.addressable_shards[0].data.shape == (2, 32, 64)
+    reference = load(hf_dir).model.language.layers.gate_proj.kernel.get_value()
+    np.testing.assert_array_equal(np.asarray(gate), np.asarray(reference))
+
+
+# ---- errors ------------------------------------------------------------------------------------------------
+
+
+def _copy(hf_dir, tmp_path):
+    return shutil.copytree(hf_dir, tmp_path / "copy")
+
+
+def test_error_no_config(hf_dir, tmp_path):
+    path = _copy(hf_dir, tmp_path)
+    (path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"config\.json: missing"):
+        convert.import_hf(path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_error_other_architecture(hf_dir, tmp_path):
+    path = _copy(hf_dir, tmp_path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(model_type="qwen2_5_vl", architectures=["Qwen2_5_VLForConditionalGeneration"])
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"model_type 'qwen2_5_vl'.*is not Qwen2-VL"):
+        convert.import_hf(path, tmp_path / "out", progress=False)
+
+
+def test_error_missing_tensor(hf_dir, tmp_path):
+    path = _copy(hf_dir, tmp_path)
+    tensors = load_file(path / "model.safetensors")
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint: \['model\.layers\.1\.mlp\.up_proj"):
+        convert.import_hf(path, tmp_path / "out", progress=False)
+
+
+def test_error_shape_mismatch_names_tensor_and_both_shapes(hf_dir, tmp_path):
+    path = _copy(hf_dir, tmp_path)
+    tensors = load_file(path / "model.safetensors")
+    tensors["visual.blocks.0.mlp.fc1.weight"] = np.zeros((60, 32), np.float32)
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"'visual\.blocks\.0\.mlp\.fc1\.weight' has shape \(60, 32\), "
+                                              r"but config\.json implies \(64, 32\)"):
+        convert.import_hf(path, tmp_path / "out", progress=False)
+
+
+def test_error_pickle_checkpoint_is_refused(hf_dir, tmp_path):
+    path = _copy(hf_dir, tmp_path)
+    (path / "model.safetensors").unlink()
+    (path / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(CheckpointError, match=r"(?s)pickle.*refused.*safe_serialization=True"):
+        convert.import_hf(path, tmp_path / "out", progress=False)
+
+
+def test_existing_output_is_not_overwritten(hf_dir, tmp_path):
+    ckpt = convert.import_hf(hf_dir, tmp_path / "ckpt", progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        convert.import_hf(hf_dir, ckpt, progress=False)
+    assert checkpoint.is_model_checkpoint(ckpt)
+
+
+# ---- parameter counts of the real presets (meta device: no weights) ----------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["qwen2vl_2b", "qwen2vl_7b"])
+def test_preset_parameter_count_equals_transformers(preset):
+    cfg = model_config(preset)
+    with torch.device("meta"):
+        hf = transformers.Qwen2VLForConditionalGeneration(transformers.Qwen2VLConfig(**cfg.to_hf()))
+    expected = sum(p.numel() for p in hf.parameters())  # a tied lm_head is counted once
+    ours = sum(v.size for _, v in nnx.to_flat_state(nnx.state(checkpoint.abstract_model(cfg), nnx.Param)))
+    assert ours == expected
+    assert expected > (2_000_000_000 if preset == "qwen2vl_2b" else 8_000_000_000)
