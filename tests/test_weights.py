@@ -160,3 +160,17 @@ def test_preset_parameter_count_equals_transformers(preset):
     ours = sum(v.size for _, v in nnx.to_flat_state(nnx.state(checkpoint.abstract_model(cfg), nnx.Param)))
     assert ours == expected
     assert expected > (2_000_000_000 if preset == "qwen2vl_2b" else 8_000_000_000)
+
+
+# ---- the command line --------------------------------------------------------------------------------------
+
+
+def test_cli_import_and_export(hf_dir, tmp_path, capsys):
+    from vlm2geovec_jax.cli import main
+    assert main(["import-hf", "--hf-dir", str(hf_dir), "--out", str(tmp_path / "ckpt"),
+                 "--mesh", "data=1,fsdp=-1,tensor=2"]) == 0
+    assert main(["export-hf", "--ckpt", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")]) == 0
+    printed = capsys.readouterr().out
+    assert f"written to {tmp_path / 'ckpt'}" in printed and f"written to {tmp_path / 'hf'}" in printed
+    assert main(["import-hf", "--hf-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert "nowhere: not a directory" in capsys.readouterr().err

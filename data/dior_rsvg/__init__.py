@@ -1,0 +1,1 @@
+"""DIOR-RSVG visual grounding: referring expressions with one box each, on DIOR images."""

@@ -1,0 +1,1 @@
+"""GeoChat-Bench region tasks: referring expressions and region captioning."""

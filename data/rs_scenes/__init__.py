@@ -1,0 +1,1 @@
+"""Class-per-folder remote-sensing scene classification sets (PatternNet, AID, ...), one config each."""

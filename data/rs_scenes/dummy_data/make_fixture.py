@@ -1,0 +1,36 @@
+"""Writes the tiny rs_scenes fixtures in the real layouts (run once; the outputs are committed).
+
+patternnet/PatternNet/images/<class>/<class>NNN.jpg and aid/AID/<ClassCamelCase>/<classlower>_<n>.jpg,
+2 classes x 3 JPEGs of 32x32 each, so every split of the 60/20/20 rule gets one image per class.
+"""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).parent
+
+
+def tiny_jpeg(path: Path, seed: int, size: int = 32) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, 3)
+    ramp = np.linspace(0, 60, size)[None, :, None]
+    arr = np.clip(base[None, None, :] + ramp + np.zeros((size, size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format="JPEG", quality=70)
+
+
+def main() -> None:
+    seed = 0
+    for cls in ("airplane", "beach"):
+        for n in (1, 2, 3):
+            seed += 1
+            tiny_jpeg(HERE / "patternnet" / "PatternNet" / "images" / cls / f"{cls}{n:03d}.jpg", seed)
+    for cls in ("BareLand", "Airport"):
+        for n in (1, 2, 3):
+            seed += 1
+            tiny_jpeg(HERE / "aid" / "AID" / cls / f"{cls.lower()}_{n}.jpg", seed)
+
+
+if __name__ == "__main__":
+    main()

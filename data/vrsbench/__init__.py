@@ -1,0 +1,1 @@
+"""VRSBench: 512x512 DOTA/DIOR patches with a caption, referring expressions and QA pairs each."""

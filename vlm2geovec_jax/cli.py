@@ -1,0 +1,91 @@
+"""The ``vlm2geovec`` command: one subcommand per job; each ends by printing where its outputs are."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {}
+
+
+def command(name: str, help_text: str):
+    """Registers ``run(args)`` under ``name``; the decorated function's ``add_args`` declares its flags."""
+    def register(run):
+        COMMANDS[name] = (help_text, getattr(run, "add_args", lambda p: None), run)
+        return run
+    return register
+
+
+def _args(**flags):
+    def attach(run):
+        def add_args(parser: argparse.ArgumentParser) -> None:
+            for flag, kwargs in flags.items():
+                parser.add_argument("--" + flag.replace("_", "-"), **kwargs)
+        run.add_args = add_args
+        return run
+    return attach
+
+
+# ---- weights -----------------------------------------------------------------------------------------------
+
+
+@command("import-hf", "a transformers Qwen2-VL directory (safetensors) into a model checkpoint")
+@_args(hf_dir=dict(required=True, help="directory with config.json and model.safetensors[.index.json]"),
+       out=dict(required=True, help="output model checkpoint directory"),
+       param_dtype=dict(choices=["float32", "bfloat16"], help="storage dtype (default: the checkpoint's)"),
+       mesh=dict(help="place parameters on a mesh as they are read, e.g. data=1,fsdp=-1,tensor=1"),
+       overwrite=dict(action="store_true", help="replace an existing output directory"))
+def _import_hf(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.weights.convert import import_hf
+    mesh = _parse_mesh(args.mesh) if args.mesh else None
+    out = import_hf(args.hf_dir, args.out, mesh=mesh, param_dtype=args.param_dtype, overwrite=args.overwrite)
+    print(f"model checkpoint written to {out}")
+
+
+@command("export-hf", "a model checkpoint into a directory transformers' Qwen2VLForConditionalGeneration loads")
+@_args(ckpt=dict(required=True, help="model checkpoint directory (from import-hf or train)"),
+       out=dict(required=True, help="output directory"),
+       dtype=dict(choices=["float32", "bfloat16"], help="tensor dtype (default: the checkpoint's)"),
+       max_shard_gb=dict(type=float, default=5.0, help="largest safetensors shard"),
+       overwrite=dict(action="store_true", help="replace an existing output directory"))
+def _export_hf(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.weights.convert import export_checkpoint
+    out = export_checkpoint(args.ckpt, args.out, dtype=args.dtype, overwrite=args.overwrite,
+                            max_shard_bytes=int(args.max_shard_gb * 2 ** 30))
+    print(f"transformers checkpoint written to {out}")
+
+
+def _parse_mesh(text: str) -> "jax.sharding.Mesh":  # noqa: F821
+    from vlm2geovec_jax.sharding import make_mesh
+    try:
+        shape = {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise SystemExit(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=-1,tensor=1") from None
+    return make_mesh(shape)
+
+
+# ---- entry point -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlm2geovec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_args, run) in sorted(COMMANDS.items()):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"vlm2geovec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
