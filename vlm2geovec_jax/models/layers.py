@@ -30,9 +30,29 @@ class Dense(nnx.Module):
         self.bias = (nnx.Param(jnp.zeros((out_features,), param_dtype), logical_axes=(axes[1],))
                      if use_bias else None)
         self.dtype = dtype
+        # LoRA / DoRA adapters, attached by models/lora.py (None: a plain Dense).
+        self.lora_a, self.lora_b, self.dora_magnitude = nnx.data(None), nnx.data(None), nnx.data(None)
+        self.lora_scale = 0.0
+
+    def effective_kernel(self) -> jax.Array:
+        """The weight the layer applies: base, plus scale * A @ B, DoRA-renormalised (float32)."""
+        kernel = self.kernel[...].astype(jnp.float32)
+        if self.lora_a is None:
+            return kernel
+        kernel = kernel + self.lora_scale * jnp.matmul(self.lora_a[...], self.lora_b[...])
+        if self.dora_magnitude is not None:
+            kernel = kernel * (self.dora_magnitude[...] / jnp.linalg.norm(kernel, axis=-2))[..., None, :]
+        return kernel
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        x = x.astype(self.dtype)
+        if self.dora_magnitude is not None:  # DoRA's column norm needs the whole adapted weight
+            y = jnp.dot(x, self.effective_kernel().astype(self.dtype))
+        else:
+            y = jnp.dot(x, self.kernel[...].astype(self.dtype))
+            if self.lora_a is not None:  # low-rank path: never materialises the adapted weight
+                y = y + self.lora_scale * jnp.dot(jnp.dot(x, self.lora_a[...].astype(self.dtype)),
+                                                  self.lora_b[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

@@ -23,8 +23,8 @@ def _tiny() -> dict:
 def _small_100m() -> dict:
     """~100M parameters: the size the benchmarks use to compare against PyTorch on a CPU."""
     return dict(
-        text=dict(vocab_size=8192, hidden_size=512, intermediate_size=2048, num_layers=12, num_heads=8,
-                  num_kv_heads=2, rope_theta=1000000.0, mrope_section=(8, 12, 12)),
+        text=dict(vocab_size=8192, hidden_size=640, intermediate_size=2816, num_layers=12, num_heads=8,
+                  num_kv_heads=2, rope_theta=1000000.0, mrope_section=(8, 16, 16)),
         vision=dict(depth=8, embed_dim=384, num_heads=6, mlp_ratio=4),
         image_token_id=8190, video_token_id=8191, vision_start_token_id=8187, vision_end_token_id=8188,
         tie_word_embeddings=True)
