@@ -45,12 +45,10 @@ class Embedder:
         """[batch, dim] L2-normalised float32 embeddings for transformers-style Qwen2-VL inputs."""
         input_ids = np.asarray(input_ids)
         batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw)
-        window = self.config.vision.spatial_merge_size ** 2
-        patches = batch.pixel_values.shape[1]
-        if batch.has_images:  # pad images to a patch-count bucket too
+        if batch.has_images:  # pad image slots and patches to buckets too
+            _, slots, patches, _ = batch.pixel_values.shape
             batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
-                                   patches_per_image=max(bucket(patches, 64), window),
-                                   num_images=bucket(batch.pixel_values.shape[0], 1))
+                                   patches_per_image=bucket(patches, 64), images_per_row=bucket(slots, 1))
         rows, length = input_ids.shape
         batch = pad_batch_rows(batch, bucket(rows, 1), bucket(length))
         return self.embed_inputs(batch)[:rows]

@@ -100,20 +100,23 @@ def _format(row: dict) -> str:
             f"ratio {row['ratio']:>5.2f}x   max|diff| {row['max_abs_diff']:.1e}")
 
 
-_IMPORT_CHILD = """
-import json, resource, sys, time
+# Peak RSS from /proc/self/status VmHWM: getrusage's ru_maxrss survives exec, so a child would report the
+# (large) parent's peak.
+_PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) * 1024"
+
+_IMPORT_CHILD = f"""
+import json, sys, time
 from vlm2geovec_jax.weights.convert import import_hf
 start = time.perf_counter()
 import_hf(sys.argv[1], sys.argv[2], progress=False)
-print(json.dumps({"seconds": time.perf_counter() - start,
-                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_bytes": {_PEAK}}}))
 """
 
-_BASELINE_CHILD = """
-import json, resource
+_BASELINE_CHILD = f"""
+import json
 import jax, jax.numpy as jnp, orbax.checkpoint, flax.nnx
 jnp.zeros(1).block_until_ready()
-print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+print(json.dumps({{"peak_rss_bytes": {_PEAK}}}))
 """
 
 

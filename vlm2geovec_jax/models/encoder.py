@@ -43,10 +43,13 @@ class Encoder(nnx.Module):
     def input_embeddings(self, batch: EncoderInputs) -> jax.Array:
         """Token embeddings with every image-pad slot replaced by its merged image token."""
         embeds = self.language.embed(batch.input_ids)
-        image_tokens = self.visual(batch.pixel_values, batch.vision_rotary_ids, batch.vision_frame_ids)
-        image_tokens = image_tokens.reshape(-1, image_tokens.shape[-1]).astype(embeds.dtype)
+        rows, slots, patches, _ = batch.pixel_values.shape
+        image_tokens = self.visual(batch.pixel_values.reshape(rows * slots, patches, -1),
+                                   batch.vision_rotary_ids.reshape(rows * slots, patches, 2),
+                                   batch.vision_frame_ids.reshape(rows * slots, patches))
+        image_tokens = image_tokens.reshape(rows, -1, image_tokens.shape[-1]).astype(embeds.dtype)
         index = batch.image_token_index
-        gathered = jnp.take(image_tokens, jnp.maximum(index, 0), axis=0)
+        gathered = jnp.take_along_axis(image_tokens, jnp.maximum(index, 0)[..., None], axis=1)
         return jnp.where((index >= 0)[..., None], gathered, embeds)
 
     def hidden_states(self, batch: EncoderInputs) -> jax.Array:

@@ -67,9 +67,9 @@ class LanguageModel(nnx.Module):
         return activation(jnp.take(table, input_ids, axis=0), ("act_batch", "act_len", "act_embed"))
 
     def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """inputs_embeds [B, L, D], position_ids [3, B, L], attention_mask [B, L] -> final hidden [B, L, D]."""
+        """inputs_embeds [B, L, D], position_ids [B, 3, L], attention_mask [B, L] -> final hidden [B, L, D]."""
         t = self.cfg.text
-        cos, sin = rope.text_cos_sin(position_ids, t.head_dim, t.rope_theta, t.mrope_section)
+        cos, sin = rope.text_cos_sin(jnp.swapaxes(position_ids, 0, 1), t.head_dim, t.rope_theta, t.mrope_section)
         length = inputs_embeds.shape[1]
         causal = jnp.tril(jnp.ones((length, length), bool))
         mask = causal[None] & attention_mask[:, None, :].astype(bool)
