@@ -1,0 +1,1 @@
+"""GeoScenes: a deterministic synthetic remote-sensing world, generated from a seed (no download)."""
