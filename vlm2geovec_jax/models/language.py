@@ -63,7 +63,9 @@ class LanguageModel(nnx.Module):
         self.norm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps, param_dtype=pdt)
 
     def embed(self, input_ids: jax.Array) -> jax.Array:
-        table = self.embed_tokens[...].astype(dtype_of(self.cfg.dtype))
+        # Gather from a table sharded on the vocabulary only: a gather cannot keep the embedding dimension
+        # sharded over fsdp while its output is batch-sharded over fsdp too.
+        table = activation(self.embed_tokens[...].astype(dtype_of(self.cfg.dtype)), ("vocab", None))
         return activation(jnp.take(table, input_ids, axis=0), ("act_batch", "act_len", "act_embed"))
 
     def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:

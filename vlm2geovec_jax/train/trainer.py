@@ -1,0 +1,267 @@
+"""The contrastive trainer: ``vlm2geovec train --config configs/<name>.py --workdir DIR``.
+
+Sections, in the order they run: mesh, model, trainable split, optimizer, data, checkpoint and resume,
+train step, loop. The step is a pure function of (trainable params, optimizer state, frozen params, batch),
+jitted with explicit shardings and donated state; the contrastive loss sees the GLOBAL batch (see
+train/loss.py), and GradCache (train/grad_cache.py) gives the exact large-batch gradient in chunks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from vlm2geovec_jax import sharding as shard_lib
+from vlm2geovec_jax.models.config import ModelConfig
+from vlm2geovec_jax.models.encoder import Encoder
+from vlm2geovec_jax.models.lora import LoRAParam, LoraConfig, apply_lora, merge_lora
+from vlm2geovec_jax.train import data as data_lib
+from vlm2geovec_jax.train import flops as flops_lib
+from vlm2geovec_jax.train.grad_cache import grad_cache_value_and_grad
+from vlm2geovec_jax.train.loss import content_id_words, info_nce
+from vlm2geovec_jax.train.metrics_log import MetricsLog
+from vlm2geovec_jax.train.optimizer import make_optimizer, nonfinite_count, total_nonfinite
+from vlm2geovec_jax.weights import checkpoint as model_ckpt
+
+BATCH_AXES = ("data", "fsdp")
+Hook = Callable[[int, "TrainState"], None]
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a step changes (params, opt_state) and what it reads (frozen), plus the graph to merge."""
+    graphdef: Any
+    params: dict            # {"model": trainable nnx.State, ["log_temperature": scalar]}
+    frozen: nnx.State
+    opt_state: Any
+    step: int = 0
+
+    def model(self) -> Encoder:
+        return nnx.merge(self.graphdef, self.params["model"], self.frozen)
+
+
+# ---- model and trainable split -----------------------------------------------------------------------------
+
+
+def trainable_filter(kind: str):
+    return {"lora": LoRAParam, "full": nnx.Param,
+            "language": nnx.All(nnx.Param, nnx.PathContains("language"))}[kind]
+
+
+def build_model(config: ml_collections.ConfigDict, mesh) -> Encoder:
+    """The encoder on the mesh: initialised sharded (never whole on one device) or loaded from a checkpoint."""
+    cfg = ModelConfig.from_dict(config.model.to_dict())
+    lora = LoraConfig(**config.lora.to_dict()) if config.trainable == "lora" else None
+
+    def init() -> Encoder:
+        model = Encoder(cfg, rngs=nnx.Rngs(config.init.seed))
+        if lora is not None:
+            apply_lora(model, lora, rngs=nnx.Rngs(config.init.seed + 1))
+        return model
+
+    graphdef, abstract = nnx.split(nnx.eval_shape(init))
+    shardings = shard_lib.state_shardings(abstract, mesh)
+    if not config.init.checkpoint:
+        state = jax.jit(lambda: nnx.state(init()), out_shardings=shardings)()
+        return nnx.merge(graphdef, state)
+    base_graph, base_abstract = nnx.split(model_ckpt.abstract_model(cfg))
+    model = model_ckpt.load_model(config.init.checkpoint, shardings=shard_lib.state_shardings(base_abstract, mesh),
+                                  dtype=cfg.dtype, remat_policy=cfg.remat_policy)
+    if model.cfg.param_dtype != cfg.param_dtype or model.cfg.text != cfg.text or model.cfg.vision != cfg.vision:
+        raise ValueError(f"init.checkpoint {config.init.checkpoint}: its model config does not match config.model")
+    if lora is not None:
+        apply_lora(model, lora, rngs=nnx.Rngs(config.init.seed + 1))
+        lora_state = nnx.state(model, LoRAParam)
+        nnx.update(model, jax.device_put(lora_state, shard_lib.state_shardings(lora_state, mesh)))
+    return model
+
+
+def split_trainable(model: Encoder, config: ml_collections.ConfigDict) -> tuple[Any, dict, nnx.State]:
+    graphdef, trainable, frozen = nnx.split(model, trainable_filter(config.trainable), ...)
+    params = {"model": trainable}
+    if config.loss.learn_temperature:
+        params["log_temperature"] = jnp.log(jnp.asarray(config.loss.temperature, jnp.float32))
+    return graphdef, params, frozen
+
+
+# ---- the step ----------------------------------------------------------------------------------------------
+
+
+def make_grad_fn(graphdef, config: ml_collections.ConfigDict, mesh):
+    """(params, frozen, batch) -> (loss, metrics, grads): dense, or GradCache with the configured chunks."""
+    loss_cfg, chunks = config.loss, config.grad_cache.num_chunks
+
+    def grad_fn(params, frozen, batch):
+        def embed(p, inputs):
+            return nnx.merge(graphdef, p["model"], frozen)(inputs)
+
+        def loss_fn(p, q, t):
+            return info_nce(q, t, temperature=loss_cfg.temperature, log_temperature=p.get("log_temperature"),
+                            direction=loss_cfg.direction, query_valid=batch["query_valid"],
+                            target_valid=batch["target_valid"], target_ids=batch["target_ids"])
+
+        if chunks > 1:
+            return grad_cache_value_and_grad(embed, loss_fn, params, batch["query"], batch["target"], chunks,
+                                             mesh=mesh, batch_axis=BATCH_AXES)
+        dense = lambda p: loss_fn(p, embed(p, batch["query"]), embed(p, batch["target"]))
+        (loss, metrics), grads = jax.value_and_grad(dense, has_aux=True)(params)
+        return loss, metrics, grads
+
+    return grad_fn
+
+
+def make_train_step(grad_fn, tx: optax.GradientTransformation, schedule: optax.Schedule):
+    """One optimizer step; non-finite gradients are skipped (and counted) by the optimizer."""
+
+    def step_fn(params, opt_state, frozen, batch, step):
+        loss, metrics, grads = grad_fn(params, frozen, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates),
+                   "learning_rate": schedule(step), "nonfinite_in_a_row": nonfinite_count(opt_state),
+                   "nonfinite_total": total_nonfinite(opt_state)}
+        return params, opt_state, metrics
+
+    return step_fn
+
+
+def batch_shardings(batch: dict, mesh) -> dict:
+    """Every leaf sharded on its leading (batch) axis over (data, fsdp)."""
+    return jax.tree.map(lambda _: NamedSharding(mesh, P(BATCH_AXES)), batch)
+
+
+def to_global(batch: dict, mesh) -> dict:
+    """This process's rows -> global arrays (jax.make_array_from_process_local_data; multi-host safe)."""
+    batch = dict(batch, target_ids=content_id_words(batch["target_ids"]))
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch,
+                        batch_shardings(batch, mesh))
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------
+
+
+def checkpoint_manager(workdir: Path, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.keep, create=True,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(workdir.absolute() / "checkpoints", options=options)
+
+
+def save(manager: ocp.CheckpointManager, state: TrainState, source: data_lib.TrainSource) -> None:
+    manager.save(state.step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state.params), opt_state=ocp.args.StandardSave(state.opt_state),
+        meta=ocp.args.JsonSave({"step": state.step, "data": source.get_state()})))
+
+
+def restore(manager: ocp.CheckpointManager, state: TrainState, source: data_lib.TrainSource) -> TrainState:
+    """Restores the latest complete checkpoint onto the current state's shardings (a no-op if none)."""
+    step = manager.latest_step()
+    if step is None:
+        return state
+    abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract(state.params)),
+        opt_state=ocp.args.StandardRestore(abstract(state.opt_state)), meta=ocp.args.JsonRestore()))
+    source.set_state(restored["meta"]["data"])
+    return dataclasses.replace(state, params=restored["params"], opt_state=restored["opt_state"],
+                               step=int(restored["meta"]["step"]))
+
+
+def export_model(state: TrainState, path: Path) -> Path:
+    """The trained encoder with LoRA merged into the base weights, as a model checkpoint."""
+    model = state.model()
+    merge_lora(model)
+    return model_ckpt.save_model(path, model, overwrite=True)
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hooks: Sequence[Hook] = (),
+          progress: bool = True) -> TrainState:
+    """Trains to ``config.num_steps``, resuming from ``workdir`` if it holds checkpoints."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = shard_lib.make_mesh(config.mesh.to_dict())
+    with jax.set_mesh(mesh):
+        model = build_model(config, mesh)
+        graphdef, params, frozen = split_trainable(model, config)
+        del model
+        tx, schedule = make_optimizer(config.optimizer, config.num_steps)
+        opt_state = jax.jit(tx.init)(params)
+        state = TrainState(graphdef, params, frozen, opt_state)
+
+        source = data_lib.make_source(state.model().cfg, config, process_index=jax.process_index(),
+                                      process_count=jax.process_count())
+        manager = checkpoint_manager(workdir, config)
+        state = restore(manager, state, source)
+
+        step_fn = jax.jit(make_train_step(make_grad_fn(graphdef, config, mesh), tx, schedule),
+                          donate_argnums=(0, 1))
+        log = MetricsLog(workdir)
+        peak = flops_lib.peak_flops_per_device(override=config.peak_flops_per_device)
+        cfg = state.model().cfg
+        batches = iter(source)
+        bar = tqdm(total=config.num_steps, initial=state.step, desc="train", disable=not progress)
+        window_start, window_examples, window_tokens, window_flops = time.perf_counter(), 0, 0, 0.0
+        while state.step < config.num_steps:
+            host = next(batches)
+            params, opt_state, metrics = step_fn(state.params, state.opt_state, state.frozen,
+                                                 to_global(host, mesh), jnp.int32(state.step))
+            state = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
+            examples, tokens, flops = _work(cfg, host)
+            window_examples, window_tokens, window_flops = (window_examples + examples, window_tokens + tokens,
+                                                            window_flops + flops)
+            if int(metrics["nonfinite_in_a_row"]) >= config.optimizer.max_nonfinite_steps:
+                raise FloatingPointError(f"step {state.step}: {config.optimizer.max_nonfinite_steps} steps in a row "
+                                         "had a non-finite loss or gradient; stopping")
+            if state.step % config.log_every == 0 or state.step == config.num_steps:
+                elapsed = time.perf_counter() - window_start
+                scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                scalars.update(examples_per_s=window_examples / elapsed, tokens_per_s=window_tokens / elapsed)
+                if peak:
+                    scalars["mfu"] = window_flops / elapsed / (peak * jax.device_count())
+                log.write(state.step, scalars)
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
+                window_start, window_examples, window_tokens, window_flops = time.perf_counter(), 0, 0, 0.0
+            if state.step % config.checkpoint.every == 0 or state.step == config.num_steps:
+                pause = time.perf_counter()
+                save(manager, state, source)
+                window_start += time.perf_counter() - pause  # saving is not training throughput
+            bar.update(1)
+            for hook in hooks:
+                hook(state.step, state)
+        bar.close()
+        manager.wait_until_finished()
+        log.close()
+        final = export_model(state, workdir / "model")
+    print(f"trained {state.step} steps; checkpoints in {workdir / 'checkpoints'}, metrics in "
+          f"{workdir / 'metrics.jsonl'}, model (LoRA merged) in {final}")
+    return state
+
+
+def _work(cfg: ModelConfig, host: dict) -> tuple[int, int, float]:
+    """(examples, real tokens, model FLOPs) of this process's rows, scaled to all processes."""
+    tokens, flops = 0, 0.0
+    for side in ("query", "target"):
+        inputs = host[side]
+        lengths = np.asarray(inputs.attention_mask).sum(-1)
+        patches = np.asarray(inputs.vision_frame_ids > 0).sum(-1)  # [rows, slots]
+        tokens += int(lengths.sum())
+        flops += sum(flops_lib.train_flops(cfg, int(n), [int(p) for p in row if p])
+                     for n, row in zip(lengths, patches))
+    scale = jax.process_count()
+    return int(np.sum(host["query_valid"])) * scale, tokens * scale, flops * scale
