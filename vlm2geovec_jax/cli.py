@@ -64,6 +64,26 @@ def _parse_mesh(text: str) -> "jax.sharding.Mesh":  # noqa: F821
     return make_mesh(shape)
 
 
+# ---- embeddings --------------------------------------------------------------------------------------------
+
+
+@command("embed", "embed a JSONL file of items into one L2-normalised row per item (.npy)")
+@_args(ckpt=dict(required=True, help="model checkpoint directory, or a transformers Qwen2-VL directory"),
+       items=dict(required=True, help="JSONL file, one item a line (text, image, image_size, boxes, geo, "
+                                      "instruction)"),
+       out=dict(required=True, help="output .npy file: float32 [items, dim], rows in input order"),
+       batch_size=dict(type=int, default=32, help="items per forward pass"),
+       on_bad_record=dict(choices=["raise", "skip"], default="raise",
+                          help="stop at the first bad item, or skip it (logged, counted, its row is NaN)"))
+def _embed(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.inputs.embed_items import embed_jsonl
+    out, rows, bad = embed_jsonl(args.ckpt, args.items, args.out, batch_size=args.batch_size,
+                                 on_bad_record=args.on_bad_record)
+    if bad.total:
+        print(bad.summary())
+    print(f"embeddings of {rows - bad.total} of {rows} items written to {out}")
+
+
 # ---- entry point -------------------------------------------------------------------------------------------
 
 
