@@ -1,0 +1,83 @@
+"""Crop baseline: crops are exactly the box's pixels, boxes are dropped, rows keep order and positives."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlm2geovec_jax.inputs.records import Box, EvalRow, Item
+from vlm2geovec_jax.rsmeb.crop import box_envelope, crop_item, crop_row, crop_rows, with_crop_baseline
+from vlm2geovec_jax.rsmeb.suite import suite_from_config
+
+
+def _image(w=40, h=30, seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return pixels, buf.getvalue()
+
+
+def _pixels(item):
+    return np.asarray(Image.open(io.BytesIO(item.image)).convert("RGB"))
+
+
+def test_crop_pixels_equal_the_box_region():
+    pixels, data = _image()
+    item = Item(text="the red car", image=data, image_size=(40, 30), boxes=(Box((5.2, 3.7, 20.1, 18.0)),),
+                instruction="Describe:")
+    out = crop_item(item)
+    assert out.boxes == () and out.image_size == (16, 15)
+    assert out.text == "the red car" and out.instruction == "Describe:"
+    np.testing.assert_array_equal(_pixels(out), pixels[3:18, 5:21])
+
+
+def test_crop_from_a_path_and_several_boxes(tmp_path):
+    pixels, data = _image(seed=1)
+    (tmp_path / "a.png").write_bytes(data)
+    item = Item(image=str(tmp_path / "a.png"), image_size=(40, 30),
+                boxes=(Box((1, 2, 5, 6)), Box((10, 12, 40, 30))))
+    np.testing.assert_array_equal(_pixels(crop_item(item)), pixels[2:30, 1:40])
+
+
+def test_rotated_box_envelope_and_clipping():
+    assert box_envelope([Box((10, 18, 20, 22), angle=90.0)], (100, 100)) == (13, 15, 17, 25)
+    assert box_envelope([Box((0, 0, 10, 10), angle=45.0)], (100, 100)) == (0, 0, 13, 13)
+
+
+def test_size_mismatch_is_an_error():
+    _, data = _image()
+    with pytest.raises(ValueError, match=r"image is 40x30 but the item says image_size \(50, 30\)"):
+        crop_item(Item(image=data, image_size=(50, 30), boxes=(Box((1, 1, 5, 5)),)))
+
+
+def test_crop_rows_keep_order_positives_and_sharing():
+    pixels, data = _image()
+    cands = tuple(Item(image=data, image_size=(40, 30), boxes=(Box((i, i, i + 10, i + 8)),)) for i in range(3))
+    text_only = Item(text="no box")
+    shared = cands + (text_only,)
+    rows = [EvalRow(f"q{i}", "ref", Item(text=f"expr {i}", image=data), shared, (i,)) for i in range(3)]
+    out = crop_rows(rows, task="ref_crop")
+    assert [r.positives for r in out] == [(0,), (1,), (2,)] and {r.task for r in out} == {"ref_crop"}
+    assert out[0].candidates is out[1].candidates  # shared candidates cropped once
+    assert out[0].query == rows[0].query and out[0].candidates[3] is text_only
+    for i in range(3):
+        np.testing.assert_array_equal(_pixels(out[0].candidates[i]), pixels[i:i + 8, i:i + 10])
+    assert crop_row(rows[1]).candidates == out[1].candidates
+
+
+def test_with_crop_baseline_adds_region_tasks_only():
+    suite = suite_from_config({"name": "s", "tasks": {
+        "ref": dict(group="grounding_region", dataset="vrsbench", split="validation", kind="referring_expression",
+                    candidate_policy="sampled", paper_p1=32.5),
+        "cls": dict(group="scene_classification", dataset="rs_scenes/aid", split="test",
+                    kind="scene_classification", candidate_policy="all_classes")}})
+    _, data = _image()
+    row = EvalRow("q", "ref", Item(text="x", image=data), (Item(image=data, image_size=(40, 30),
+                                                                 boxes=(Box((0, 0, 4, 4)),)),))
+    suite2, rows2 = with_crop_baseline(suite, {"ref": [row], "cls": []})
+    crop_task = suite2.task("ref_crop")
+    assert crop_task.baseline_of == "ref" and crop_task.paper_p1 is None
+    assert [t.name for t in suite2.main_tasks] == ["cls", "ref"] and suite2.groups == suite.groups
+    assert rows2["ref_crop"][0].candidates[0].boxes == () and "cls_crop" not in rows2
