@@ -84,6 +84,45 @@ def _embed(args: argparse.Namespace) -> None:
     print(f"embeddings of {rows - bad.total} of {rows} items written to {out}")
 
 
+# ---- training and evaluation -------------------------------------------------------------------------------
+
+
+@command("train", "contrastive training from a config file (configs/*.py), resuming from --workdir")
+@_args(config=dict(required=True, help="experiment config file; override keys with --config.KEY=VALUE"),
+       workdir=dict(required=True, help="checkpoints, metrics.jsonl, tensorboard/ and the final model/"),
+       distributed=dict(action="store_true", help="call jax.distributed.initialize() first (multi-host)"))
+def _train(args: argparse.Namespace) -> None:
+    import jax
+    from vlm2geovec_jax.train.config import load_config
+    from vlm2geovec_jax.train.trainer import train
+    if args.distributed:
+        jax.distributed.initialize()
+    train(load_config(args.config, args.overrides), args.workdir)
+
+
+@command("eval", "run a benchmark suite (eval/rsmeb.py, eval/geoscenes.py) and write its report")
+@_args(ckpt=dict(required=True, help="model checkpoint directory, or a transformers Qwen2-VL directory"),
+       suite=dict(required=True, help="suite config file, e.g. eval/rsmeb.py or eval/rsmeb.py:quick"),
+       data_dir=dict(help="TFDS data_dir holding the prepared datasets"),
+       out=dict(required=True, help="output directory (embedding cache, per-task results, report)"),
+       batch_size=dict(type=int, default=32, help="items per forward pass"),
+       tasks=dict(help="comma-separated task names (default: all)"))
+def _eval(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.rsmeb.runner import eval_command
+    report = eval_command(args.ckpt, args.suite, args.data_dir, args.out, batch_size=args.batch_size,
+                          tasks=args.tasks.split(",") if args.tasks else None)
+    print(f"report written to {report}")
+
+
+@command("build-tokenizer", "build the small offline BPE tokenizer with Qwen2-VL's special tokens (demo, tests)")
+@_args(out=dict(required=True, help="output directory (tokenizer.json, tokenizer_config.json)"),
+       vocab_size=dict(type=int, default=512, help="vocabulary size, special tokens included"),
+       seed=dict(type=int, default=0, help="corpus seed; the same seed gives byte-identical files"))
+def _build_tokenizer(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer
+    print(f"tokenizer written to {build_demo_tokenizer(args.out, vocab_size=args.vocab_size, seed=args.seed)}")
+
+
 # ---- entry point -------------------------------------------------------------------------------------------
 
 
@@ -98,7 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.overrides = [e for e in extra if e.startswith("--config.")]
+    unknown = [e for e in extra if not e.startswith("--config.")]
+    if unknown or (args.overrides and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:

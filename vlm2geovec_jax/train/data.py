@@ -74,11 +74,60 @@ class SyntheticPairs:
         self.step = int(state["step"])
 
 
+class PipelineSource:
+    """The grain mixture (inputs/pipeline.py) behind the TrainSource interface."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self._it = iter(pipeline)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._it
+
+    def get_state(self) -> dict:
+        return self._it.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._it.set_state(state)
+
+
+def pipeline_source(cfg: ModelConfig, config: ml_collections.ConfigDict, *, process_index: int,
+                    process_count: int) -> PipelineSource:
+    """``data.kind = "pipeline"``: TFDS datasets mixed by ``data.pipeline.tasks``.
+
+    ``data.pipeline`` holds: data_dir, tokenizer (a directory with tokenizer.json; default: the assets of
+    init.checkpoint), tasks (a list of {dataset, task, split, weight}), sub_batch_size, num_negatives,
+    length_buckets, fixed_size ([H, W] or None), min_pixels, max_pixels, worker_count, on_bad_record.
+    """
+    from vlm2geovec_jax.inputs import pipeline as pipe
+    from vlm2geovec_jax.inputs.image import ImageConfig
+    from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS, Tokenizer
+    from vlm2geovec_jax.weights.checkpoint import assets_dir
+
+    p = config.data.pipeline
+    sub = p.get("sub_batch_size", 8)
+    if config.batch_size % (sub * process_count):
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of data.pipeline.sub_batch_size "
+                         f"{sub} x {process_count} processes")
+    tokenizer_dir = p.get("tokenizer", "") or assets_dir(config.init.checkpoint)
+    image_config = ImageConfig(**{k: (tuple(p[k]) if k == "fixed_size" and p[k] else p[k])
+                                  for k in ("fixed_size", "min_pixels", "max_pixels") if k in p})
+    tasks = [pipe.tfds_task(t["dataset"], t["task"], split=t.get("split", "train"), data_dir=p.get("data_dir"),
+                            weight=t.get("weight", 1.0)) for t in p.tasks]
+    settings = pipe.PipelineConfig(
+        sub_batch_size=sub, sub_batches=config.batch_size // (sub * process_count),
+        num_negatives=p.get("num_negatives", 0), length_buckets=tuple(p.get("length_buckets", DEFAULT_BUCKETS)),
+        seed=config.init.seed, on_bad_record=p.get("on_bad_record", "skip"), process_index=process_index,
+        process_count=process_count, worker_count=p.get("worker_count", 0))
+    pipeline = pipe.Pipeline(tasks, tokenizer=Tokenizer.from_dir(tokenizer_dir), image_config=image_config,
+                             model_cfg=cfg, config=settings)
+    return PipelineSource(pipeline)
+
+
 def make_source(cfg: ModelConfig, config: ml_collections.ConfigDict, *, process_index: int,
                 process_count: int) -> TrainSource:
     """The configured source (``config.data.kind``) for this process."""
     if config.data.kind == "synthetic":
         return SyntheticPairs(cfg, config.data, global_batch=config.batch_size, seed=config.init.seed,
                               process_index=process_index, process_count=process_count)
-    from vlm2geovec_jax.inputs import pipeline
-    return pipeline.train_source(cfg, config, process_index=process_index, process_count=process_count)
+    return pipeline_source(cfg, config, process_index=process_index, process_count=process_count)

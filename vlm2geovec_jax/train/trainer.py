@@ -37,6 +37,7 @@ from vlm2geovec_jax.train.optimizer import make_optimizer, nonfinite_count, tota
 from vlm2geovec_jax.weights import checkpoint as model_ckpt
 
 BATCH_AXES = ("data", "fsdp")
+TRAIN_KEYS = ("query", "target", "target_ids", "query_valid", "target_valid")  # what a step reads of a batch
 Hook = Callable[[int, "TrainState"], None]
 
 
@@ -146,7 +147,8 @@ def batch_shardings(batch: dict, mesh) -> dict:
 
 def to_global(batch: dict, mesh) -> dict:
     """This process's rows -> global arrays (jax.make_array_from_process_local_data; multi-host safe)."""
-    batch = dict(batch, target_ids=content_id_words(batch["target_ids"]))
+    batch = {key: batch[key] for key in TRAIN_KEYS}
+    batch["target_ids"] = content_id_words(batch["target_ids"])
     return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch,
                         batch_shardings(batch, mesh))
 
