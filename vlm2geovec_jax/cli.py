@@ -55,7 +55,7 @@ def _export_hf(args: argparse.Namespace) -> None:
     print(f"transformers checkpoint written to {out}")
 
 
-def _parse_mesh(text: str) -> "jax.sharding.Mesh":  # noqa: F821
+def _parse_mesh(text: str):
     from vlm2geovec_jax.sharding import make_mesh
     try:
         shape = {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
@@ -121,6 +121,13 @@ def _eval(args: argparse.Namespace) -> None:
 def _build_tokenizer(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer
     print(f"tokenizer written to {build_demo_tokenizer(args.out, vocab_size=args.vocab_size, seed=args.seed)}")
+
+
+@command("demo", "build GeoScenes, train a tiny encoder from scratch, evaluate RSMEB on GeoScenes, report (CPU, minutes)")
+@_args(workdir=dict(default="vlm2geovec_demo", help="where the data, tokenizer, model, evaluation and report go"))
+def _demo(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.demo import run_demo
+    run_demo(args.workdir)
 
 
 # ---- entry point -------------------------------------------------------------------------------------------

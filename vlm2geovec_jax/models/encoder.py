@@ -12,7 +12,7 @@ from flax import nnx
 
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.language import LanguageModel
-from vlm2geovec_jax.models.layers import INIT_STD, dtype_of
+from vlm2geovec_jax.models.layers import INIT_STD
 from vlm2geovec_jax.models.model_inputs import EncoderInputs
 from vlm2geovec_jax.models.vision import VisionTower
 
@@ -38,7 +38,7 @@ class Encoder(nnx.Module):
         # Never used to embed; kept so an untied checkpoint (Qwen2-VL-7B) round-trips to PyTorch unchanged.
         self.lm_head = None if cfg.tie_word_embeddings else nnx.Param(
             jax.random.normal(rngs.params(), (cfg.text.vocab_size, cfg.hidden_size),
-                              dtype_of(cfg.param_dtype)) * INIT_STD, logical_axes=("vocab", "embed"))
+                              jnp.dtype(cfg.param_dtype)) * INIT_STD, logical_axes=("vocab", "embed"))
 
     def input_embeddings(self, batch: EncoderInputs) -> jax.Array:
         """Token embeddings with every image-pad slot replaced by its merged image token."""

@@ -8,14 +8,14 @@ from jax.ad_checkpoint import checkpoint_name
 
 from vlm2geovec_jax.models import rope
 from vlm2geovec_jax.models.config import ModelConfig
-from vlm2geovec_jax.models.layers import (INIT_STD, Dense, RMSNorm, activation, attention, dtype_of,
-                                          scan_layers, stacked)
+from vlm2geovec_jax.models.layers import INIT_STD, Dense, RMSNorm, attention, scan_layers, stacked
+from vlm2geovec_jax.sharding import constrain
 
 
 class DecoderLayer(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         t = cfg.text
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.num_heads, self.num_kv_heads, self.head_dim = t.num_heads, t.num_kv_heads, t.head_dim
         kv_dim = t.num_kv_heads * t.head_dim
 
@@ -38,24 +38,24 @@ class DecoderLayer(nnx.Module):
         q = self.q_proj(h).reshape(b, length, self.num_heads, self.head_dim)
         k = self.k_proj(h).reshape(b, length, self.num_kv_heads, self.head_dim)
         v = self.v_proj(h).reshape(b, length, self.num_kv_heads, self.head_dim)
-        q = activation(q, ("act_batch", "act_len", "act_heads", None))
-        k = activation(k, ("act_batch", "act_len", "act_kv_heads", None))
+        q = constrain(q, ("act_batch", "act_len", "act_heads", None))
+        k = constrain(k, ("act_batch", "act_len", "act_kv_heads", None))
         cos, sin = cos.astype(q.dtype), sin.astype(q.dtype)  # transformers casts the table to the compute dtype
         q, k = rope.apply_rotary(q, cos, sin), rope.apply_rotary(k, cos, sin)
         out = attention(q, k, v, mask).reshape(b, length, -1)
         out = checkpoint_name(out, "attn_out")
         x = x + self.o_proj(out)
         h = self.post_attention_layernorm(x)
-        gate = activation(self.gate_proj(h), ("act_batch", "act_len", "act_mlp"))
+        gate = constrain(self.gate_proj(h), ("act_batch", "act_len", "act_mlp"))
         x = x + self.down_proj(jax.nn.silu(gate) * self.up_proj(h))
-        return activation(x, ("act_batch", "act_len", "act_embed"))
+        return constrain(x, ("act_batch", "act_len", "act_embed"))
 
 
 class LanguageModel(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         t = cfg.text
         self.cfg = cfg
-        pdt = dtype_of(cfg.param_dtype)
+        pdt = jnp.dtype(cfg.param_dtype)
         self.embed_tokens = nnx.Param(
             jax.random.normal(rngs.params(), (t.vocab_size, t.hidden_size), pdt) * INIT_STD,
             logical_axes=("vocab", "embed"))
@@ -65,8 +65,8 @@ class LanguageModel(nnx.Module):
     def embed(self, input_ids: jax.Array) -> jax.Array:
         # Gather from a table sharded on the vocabulary only: a gather cannot keep the embedding dimension
         # sharded over fsdp while its output is batch-sharded over fsdp too.
-        table = activation(self.embed_tokens[...].astype(dtype_of(self.cfg.dtype)), ("vocab", None))
-        return activation(jnp.take(table, input_ids, axis=0), ("act_batch", "act_len", "act_embed"))
+        table = constrain(self.embed_tokens[...].astype(jnp.dtype(self.cfg.dtype)), ("vocab", None))
+        return constrain(jnp.take(table, input_ids, axis=0), ("act_batch", "act_len", "act_embed"))
 
     def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         """inputs_embeds [B, L, D], position_ids [B, 3, L], attention_mask [B, L] -> final hidden [B, L, D]."""

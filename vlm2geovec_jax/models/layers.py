@@ -5,19 +5,14 @@ transformers' Qwen2-VL (norms in float32, softmax in float32) so float32 parity 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vlm2geovec_jax.sharding import constrain
 
 INIT_STD = 0.02  # transformers' initializer_range for Qwen2-VL
-
-
-def dtype_of(name: str) -> jnp.dtype:
-    return jnp.dtype(name)
 
 
 class Dense(nnx.Module):
@@ -155,7 +150,3 @@ def stacked(make: Callable[[nnx.Rngs], nnx.Module], num: int, rngs: nnx.Rngs) ->
 
     return make_all(rngs)
 
-
-def activation(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """Constrain an activation's sharding by logical names (no-op without a mesh)."""
-    return constrain(x, names)

@@ -12,14 +12,14 @@ from flax import nnx
 
 from vlm2geovec_jax.models import rope
 from vlm2geovec_jax.models.config import ModelConfig
-from vlm2geovec_jax.models.layers import (Dense, LayerNorm, activation, attention, dtype_of, gelu_exact,
-                                          quick_gelu, scan_layers, stacked)
+from vlm2geovec_jax.models.layers import Dense, LayerNorm, attention, gelu_exact, quick_gelu, scan_layers, stacked
+from vlm2geovec_jax.sharding import constrain
 
 
 class VisionBlock(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         v = cfg.vision
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.num_heads, self.head_dim, self.theta = v.num_heads, v.head_dim, v.rope_theta
         self.norm1 = LayerNorm(v.embed_dim, param_dtype=pdt)
         self.norm2 = LayerNorm(v.embed_dim, param_dtype=pdt)
@@ -42,7 +42,7 @@ class VisionBlock(nnx.Module):
         out = attention(q, k, v, mask).reshape(images, patches, -1)
         x = x + self.proj(out)
         x = x + self.fc2(quick_gelu(self.fc1(self.norm2(x))))
-        return activation(x, ("act_images", "act_patches", "act_embed"))
+        return constrain(x, ("act_images", "act_patches", "act_embed"))
 
 
 class PatchMerger(nnx.Module):
@@ -50,7 +50,7 @@ class PatchMerger(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         v = cfg.vision
-        dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.window = v.spatial_merge_size ** 2
         width = v.embed_dim * self.window
         self.ln_q = LayerNorm(v.embed_dim, param_dtype=pdt)
@@ -70,7 +70,7 @@ class VisionTower(nnx.Module):
         v = cfg.vision
         self.cfg = cfg
         self.patch_embed = Dense(v.patch_dim, v.embed_dim, axes=("patch", "vision_embed"), use_bias=False,
-                                 dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype), rngs=rngs)
+                                 dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
         self.blocks = stacked(lambda r: VisionBlock(cfg, rngs=r), v.depth, rngs)
         self.merger = PatchMerger(cfg, rngs=rngs)
 
@@ -78,7 +78,7 @@ class VisionTower(nnx.Module):
         """pixel_values [I, P, patch_dim], rotary_ids [I, P, 2], frame_ids [I, P] -> [I, P / 4, hidden]."""
         v = self.cfg.vision
         x = self.patch_embed(pixel_values)
-        x = activation(x, ("act_images", "act_patches", "act_embed"))
+        x = constrain(x, ("act_images", "act_patches", "act_embed"))
         cos, sin = rope.vision_cos_sin(rotary_ids, v.head_dim, v.rope_theta)
         mask = (frame_ids[:, :, None] == frame_ids[:, None, :]) & (frame_ids[:, :, None] > 0)
         x = scan_layers(self.blocks, x, cos, sin, mask, remat_policy=self.cfg.remat_policy)
