@@ -147,6 +147,8 @@ def _text(value: Any) -> str:
 # Sources the adapters module does not cover; adapters.ADAPTERS is consulted first.
 EXTRACTORS: dict[tuple[str, str], Callable[[Mapping[str, Any], SourceInfo], list[Pair]]] = {
     ("geoscenes", "composed_retrieval"): geoscenes_composed,
+    # catalog sets read through _CatalogView carry the shared image/image_id/image_size/label features
+    **{(name, "scene_classification"): adapters.scene_classification for name in CATALOG_ONE_SPLIT},
 }
 
 

@@ -1,6 +1,7 @@
 """Writes the tiny rs_scenes fixtures in the real layouts (run once; the outputs are committed).
 
-patternnet/PatternNet/images/<class>/<class>NNN.jpg and aid/AID/<ClassCamelCase>/<classlower>_<n>.jpg,
+patternnet/PatternNet/images/<class>/<class>NNN.jpg, aid/AID/<ClassCamelCase>/<classlower>_<n>.jpg and
+whu_rs19/WHU-RS19/<Class>/<classlower>_<nn>.jpg (class folders spelled as WHU-RS19 does, e.g. footballField),
 2 classes x 3 JPEGs of 32x32 each, so every split of the 60/20/20 rule gets one image per class.
 """
 from pathlib import Path
@@ -30,6 +31,10 @@ def main() -> None:
         for n in (1, 2, 3):
             seed += 1
             tiny_jpeg(HERE / "aid" / "AID" / cls / f"{cls.lower()}_{n}.jpg", seed)
+    for cls in ("Airport", "footballField"):  # seeds after the sets above, so their files are unchanged
+        for n in (1, 2, 3):
+            seed += 1
+            tiny_jpeg(HERE / "whu_rs19" / "WHU-RS19" / cls / f"{cls.lower()}_{n:02d}.jpg", seed)
 
 
 if __name__ == "__main__":
