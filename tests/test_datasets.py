@@ -110,7 +110,7 @@ def test_encode_image_passes_jpeg_through_and_converts_16bit_tiff(tmp_path):
 
 def test_scenes_patternnet(tmp_path):
     splits = build("rs_scenes", "patternnet", fixture("rs_scenes", "patternnet"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 2, "test": 2}
+    assert {s: len(v) for s, v in splits.items()} == {"train": 3, "validation": 3, "test": 3}
     ex = by_id(splits["validation"])["beach/beach002.jpg"]
     assert ex["image"].shape == (32, 32, 3) and ex["image"].dtype == np.uint8
     assert list(ex["image_size"]) == [32, 32] and ex["label"] == 1  # classes sorted: airplane, beach
@@ -151,7 +151,7 @@ def test_scenes_unreadable_image_is_a_record_error(tmp_path):
 
 def test_captions_rsicd(tmp_path):
     splits = build("rs_captions", "rsicd", fixture("rs_captions", "rsicd"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 1, "test": 1}
+    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 1, "test": 3}
     ex = splits["train"][0]
     assert ex["image_id"] == "airport_1.jpg"
     assert ex["captions"] == ["many planes are parked next to a long building .",
@@ -191,10 +191,10 @@ def test_dior_rsvg_splits_index_global_objects(tmp_path):
     splits = build("dior_rsvg", None, fixture("dior_rsvg"), tmp_path)
     got = {s: [(ex["object_id"], ex["image_id"], ex["box_labels"][0]) for ex in v] for s, v in splits.items()}
     assert {s: sorted(v) for s, v in got.items()} == {
-        "train": [(0, "00001.jpg", "vehicle"), (3, "00002.jpg", "storagetank")],
-        "validation": [(1, "00001.jpg", "Expressway-Service-area")],
-        "test": [(2, "00002.jpg", "airplane")]}
-    ex = splits["validation"][0]
+        "train": [(0, "00001.jpg", "vehicle"), (3, "00002.jpg", "storagetank"), (4, "00003.jpg", "ship")],
+        "validation": [(1, "00001.jpg", "Expressway-Service-area"), (6, "00003.jpg", "ship")],
+        "test": [(2, "00002.jpg", "airplane"), (5, "00003.jpg", "harbor"), (7, "00003.jpg", "bridge")]}
+    ex = by_id(splits["validation"], "object_id")[1]
     assert ex["expressions"] == ["the service area at the bottom right"]
     assert ex["image"].shape == (40, 48, 3) and list(ex["image_size"]) == [48, 40]
     assert ex["boxes"].dtype == np.float32
@@ -213,8 +213,8 @@ def test_dior_rsvg_box_outside_image_is_a_record_error(tmp_path):
 
 def test_dior_rsvg_split_index_past_the_objects_is_a_record_error(tmp_path):
     manual = copy_fixture("dior_rsvg", None, tmp_path)
-    (manual / "DIOR_RSVG" / "test.txt").write_text("2\n4\n")
-    with pytest.raises(RecordError, match=r"line 2, field index: expected an object index in \[0, 4\), got '4'"):
+    (manual / "DIOR_RSVG" / "test.txt").write_text("2\n8\n")
+    with pytest.raises(RecordError, match=r"line 2, field index: expected an object index in \[0, 8\), got '8'"):
         build("dior_rsvg", None, manual, tmp_path / "out")
 
 
@@ -230,14 +230,14 @@ def test_dior_rsvg_object_in_two_splits_is_a_record_error(tmp_path):
 
 def test_rsvqa_lr_links_questions_and_answers_by_id(tmp_path):
     splits = build("rsvqa", "lr", fixture("rsvqa", "lr"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 1, "test": 1}
+    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 1, "test": 2}
     qa = splits["train"][0]["qa"]
     assert splits["train"][0]["image_id"] == "0"
     assert list(qa["question_id"]) == [0, 1]  # question 2 is inactive
     assert qa["question"] == ["Is there a road?", "How many buildings are there?"]
     assert qa["answer"] == ["yes", "12"]  # answer id 7, not the question's position
     assert qa["question_type"] == ["presence", "count"]
-    assert splits["test"][0]["qa"]["answer"] == ["urban"]
+    assert by_id(splits["test"])["2"]["qa"]["answer"] == ["urban"]
 
 
 def test_rsvqa_hr_has_philadelphia_test(tmp_path):
@@ -265,7 +265,7 @@ def test_rsvqa_dangling_answer_id_is_a_record_error(tmp_path):
 
 def test_fmow_boxes_geo_and_labels(tmp_path):
     splits = build("fmow", None, fixture("fmow"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 1, "test": 1}
+    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 3, "test": 1}
     train = by_id(splits["train"])
     airport = train["airport_0_0_rgb"]
     assert airport["label"] == 0 and airport["box_labels"] == ["airport", "airport"]
@@ -278,8 +278,9 @@ def test_fmow_boxes_geo_and_labels(tmp_path):
     np.testing.assert_array_equal(zoo["boxes"], [[1, 2, 4, 6]])
     assert (float(zoo["lat"]), float(zoo["lon"])) == pytest.approx((37.701, -122.499), abs=1e-12)
     assert zoo["country_code"] == "USA" and zoo["utm"] == "10S"
-    assert splits["validation"][0]["label"] == 38  # "port" in the 63-name list
-    assert float(splits["validation"][0]["lat"]) == pytest.approx(-33.899, abs=1e-12)
+    port = by_id(splits["validation"])["port_7_0_rgb"]
+    assert port["label"] == 38  # "port" in the 63-name list
+    assert float(port["lat"]) == pytest.approx(-33.899, abs=1e-12)
     test = splits["test"][0]
     assert test["label"] == -1 and test["box_labels"] == [""]
 
@@ -315,7 +316,7 @@ def test_fmow_latitude_out_of_range_is_a_record_error(tmp_path):
 
 def test_skyscript_captions_and_box_centre(tmp_path):
     splits = build("skyscript", "top30pct", fixture("skyscript"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 1, "test": 1}
+    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 1, "test": 3}
     pool = by_id(splits["train"])["images2/w123456_CH_19.jpg"]
     assert pool["captions"] == ["a swimming pool", "a swimming pool next to a building"]
     assert float(pool["lat"]) == pytest.approx(47.371, abs=1e-12)  # (south + north) / 2, not float32
@@ -387,7 +388,7 @@ def test_geochat_box_string_out_of_range_is_a_record_error(tmp_path, box, messag
 
 def test_vrsbench_corners_captions_and_qa(tmp_path):
     splits = build("vrsbench", None, fixture("vrsbench"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 1}
+    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 2}
     ex = splits["train"][0]
     assert ex["image_id"] == "P0003_0002.png" and list(ex["image_size"]) == [64, 48]
     np.testing.assert_array_equal(ex["polygons"][0], [[16, 24], [32, 12], [40, 24], [24, 36]])  # x*W, y*H
@@ -398,7 +399,7 @@ def test_vrsbench_corners_captions_and_qa(tmp_path):
     assert ex["box_labels"] == ["ship", "harbor"] and list(ex["is_unique"]) == [True, False]
     assert ex["expressions"][0] == "the ship closest to the pier end"
     assert ex["qa"]["question_type"] == ["object quantity", "object existence"] and ex["qa"]["answer"] == ["2", "Yes"]
-    assert splits["validation"][0]["captions"] == ["A small airport apron with one airplane."]
+    assert by_id(splits["validation"])["00123_0001.png"]["captions"] == ["A small airport apron with one airplane."]
 
 
 def test_vrsbench_corner_outside_unit_square_is_a_record_error(tmp_path):

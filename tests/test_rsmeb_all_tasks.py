@@ -7,8 +7,9 @@ Most sources are the committed fixtures under data/*/dummy_data. Three are made 
   ``2750/<Class>/<Class>_<n>.jpg`` and NWPU-RESISC45's ``<class>/<class>_<nnn>.jpg`` layout, written by the
   catalog builder itself with only its file reading replaced (the catalog code reads through tf.io.gfile,
   i.e. TensorFlow), then read back by the unmodified registered builder, as in a real run;
-- geoscenes/small: the suite's config (seed 0, 112 px) with 8 test tiles instead of 2,750 tiles in all, so it
-  builds in a second; it keeps the name "small" so the suite file is used unchanged.
+- geoscenes/small: the suite's config (seed 0, 112 px) with 9 test tiles instead of 2,750 tiles in all, so it
+  builds in a second (the 9th is the third add/remove edit); it keeps the name "small" so the suite file is
+  used unchanged.
 
 Caps: the suite's own ``quick`` variant (100 queries a task; the fixtures hold fewer), and the checkpoint's
 preprocessor_config.json limits images to 56x56 pixels (4 image tokens), which keeps the run short.
@@ -64,22 +65,27 @@ CATALOG = {
     "eurosat/rgb": ("rgb", "2750", 64, ("AnnualCrop", "Forest")),
     "resisc45": (None, "NWPU-RESISC45", 256, ("airplane", "beach")),
 }
-GEOSCENES_TEST_TILES = 8
+GEOSCENES_TEST_TILES = 9
 CROPS = ("referring_expression_retrieval_crop", "region_caption_retrieval_crop", "vrsbench_referring_crop",
          "vrsbench_region_caption_crop")
-# (rows, candidates a row) each task gets from the fixtures: a changed fixture or a lost example shows here
-# first. Most fixtures hold one example in an evaluation split, so many tasks rank a single candidate there
-# (chance 100%): on the fixtures the run proves the plumbing, not the ranking (test_rsmeb_runner does that).
+# (rows, most candidates in a row) each task gets from the fixtures: a changed fixture or a lost example shows
+# here first. Every evaluation split the suite reads, except AID's, holds at least 3 distinct golds, so every
+# other task ranks at least 3 candidates (chance P@1 at most a third) and a random model's P@1 is a real
+# number, not 100% by construction.
 EXPECTED_ROWS = {
-    "aid_classification": (2, 2), "patternnet_classification": (2, 2), "whu_rs19_classification": (2, 2),
+    "aid_classification": (2, 2), "patternnet_classification": (3, 3), "whu_rs19_classification": (3, 3),
     "resisc45_classification": (2, 45), "eurosat_classification": (2, 10),
-    "rsicd_text_to_image": (2, 1), "rsicd_image_to_text": (1, 2), "rsitmd_text_to_image": (1, 1),
-    "rsitmd_image_to_text": (1, 1), "composed_object_edits": (2, 2), "composed_attribute_edits": (6, 6),
-    "rsvqa_lr": (1, 1), "rsvqa_hr": (1, 1), "vrsbench_vqa": (1, 1),
-    "region_caption_retrieval": (2, 2), "referring_expression_retrieval": (1, 1), "vrsbench_region_caption": (1, 1),
-    "vrsbench_referring": (1, 1), "semantic_geo_localization_retrieval": (1, 1), "skyscript_geo_localization": (1, 1),
-    "skyscript_geo_image_retrieval": (1, 1),
+    "rsicd_text_to_image": (5, 3), "rsicd_image_to_text": (3, 5), "rsitmd_text_to_image": (4, 3),
+    "rsitmd_image_to_text": (3, 4), "composed_object_edits": (3, 3), "composed_attribute_edits": (6, 6),
+    "rsvqa_lr": (3, 3), "rsvqa_hr": (3, 3), "vrsbench_vqa": (3, 3),
+    "region_caption_retrieval": (3, 3), "referring_expression_retrieval": (3, 3), "vrsbench_region_caption": (3, 3),
+    "vrsbench_referring": (3, 3), "semantic_geo_localization_retrieval": (3, 3), "skyscript_geo_localization": (3, 3),
+    "skyscript_geo_image_retrieval": (4, 3),
 }
+# The one exception: the AID fixture keeps its 2 classes because test_rsmeb_runner.py pins them
+# (["airport", "bare land"] for each of its 2 test images); a third AID class would change that test's rows.
+FEWER_THAN_3_CANDIDATES = {"aid_classification": 2}
+MIN_CANDIDATES = 3
 
 
 # ------------------------------------------------------------------------------------------------- datasets
@@ -136,7 +142,7 @@ def _build_geoscenes_small(data_dir: Path) -> None:
     class Shrunk(base, skip_registration=True):
         name = "geoscenes"
         pkg_dir_path = base.code_path.parent
-        BUILDER_CONFIGS = [module.GeoScenesConfig(name="small", description="small, 8 test tiles (tests)",
+        BUILDER_CONFIGS = [module.GeoScenesConfig(name="small", description="small, 9 test tiles (tests)",
                                                   seed=small.seed, tile_size=small.tile_size,
                                                   num_test=GEOSCENES_TEST_TILES)]
 
@@ -241,7 +247,23 @@ def test_every_task_builds_rows_from_the_fixtures(suite, rows):
     eurosat = {c.text for c in built["eurosat_classification"][0].candidates}
     assert len(eurosat) == 10 and {"annual crop", "herbaceous vegetation", "sea lake"} <= eurosat
     assert len(built["resisc45_classification"][0].candidates) == 45
-    assert {c.text for c in built["whu_rs19_classification"][0].candidates} == {"airport", "football field"}
+    assert {c.text for c in built["whu_rs19_classification"][0].candidates} == {"airport", "beach", "football field"}
+
+
+def test_every_task_ranks_at_least_3_candidates(rows):
+    """A task whose rows rank fewer than 3 candidates says little: with 1 its P@1 is 100% by construction.
+    Each task needs a row of at least 3 candidates, of which the gold is at most a third, and its golds must
+    differ between rows, or the ranking is one gold against the same negatives over and over."""
+    full, built = rows
+    widest = {t.name: max(len(r.candidates) for r in built[t.name]) for t in full.main_tasks}
+    assert {name: n for name, n in widest.items() if n < MIN_CANDIDATES} == FEWER_THAN_3_CANDIDATES
+    for name, task_rows in built.items():
+        if name in FEWER_THAN_3_CANDIDATES:
+            continue
+        assert any(len(r.candidates) >= MIN_CANDIDATES and 3 * len(r.positives) <= len(r.candidates)
+                   for r in task_rows), name
+        golds = {item_key(r.candidates[p]) for r in task_rows for p in r.positives}
+        assert len(golds) >= min(len(task_rows), MIN_CANDIDATES), name
 
 
 def test_eval_reports_every_task_with_finite_metrics(run, rows):

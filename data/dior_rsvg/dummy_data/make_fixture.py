@@ -1,8 +1,10 @@
 """Writes the tiny DIOR-RSVG fixture in the real layout (run once; the outputs are committed).
 
-DIOR_RSVG/Annotations/0000{1,2}.xml (VOC-like, child order name, pose, bndbox, description, as the
-reference loader reads them positionally), JPEGImages/0000{1,2}.jpg (48x40, non-square so w/h swaps show),
-and train/val/test.txt holding global object indices: objects 0,1 are in 00001.xml, 2,3 in 00002.xml.
+DIOR_RSVG/Annotations/0000{1,2,3}.xml (VOC-like, child order name, pose, bndbox, description, as the
+reference loader reads them positionally), JPEGImages/0000{1,2,3}.jpg (48x40, non-square so w/h swaps show),
+and train/val/test.txt holding global object indices: objects 0,1 are in 00001.xml, 2,3 in 00002.xml, 4-7 in
+00003.xml. As in the release, an image's objects fall in different splits. The test split holds objects 2, 5
+and 7, so RSMEB's referring task ranks 3 boxes; TFDS's key-hash order of the test split puts object 2 first.
 """
 from pathlib import Path
 
@@ -17,8 +19,12 @@ OBJECTS = {
               ("Expressway-Service-area", (22, 8, 47, 39), "the service area at the bottom right")],
     "00002": [("airplane", (0, 0, 16, 12), "the airplane in the top left corner"),
               ("storagetank", (30, 20, 48, 40), "the large storage tank on the right")],
+    "00003": [("ship", (4, 24, 14, 34), "the ship at the bottom left"),
+              ("harbor", (18, 2, 46, 22), "the harbor in the upper right"),
+              ("ship", (30, 26, 40, 36), "the ship at the bottom right"),
+              ("bridge", (0, 0, 12, 10), "the bridge in the top left corner")],
 }
-SPLITS = {"train.txt": [0, 3], "val.txt": [1], "test.txt": [2]}
+SPLITS = {"train.txt": [0, 3, 4], "val.txt": [1, 6], "test.txt": [2, 5, 7]}
 
 
 def xml_text(stem: str, objects) -> str:

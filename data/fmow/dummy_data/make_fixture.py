@@ -3,6 +3,8 @@
 train/airport/airport_0/airport_0_0_rgb.{jpg,json}  bounding_boxes as a list, trapezoid footprint
 train/zoo/zoo_3/zoo_3_1_rgb.{jpg,json}              bounding_boxes as a single dict
 val/port/port_7/port_7_0_rgb.{jpg,json}
+val/airport/airport_12/airport_12_0_rgb.{jpg,json}
+val/zoo/zoo_5/zoo_5_1_rgb.{jpg,json}                three val locations: RSMEB's geo task ranks 3 of them
 test/0000001/0000001_0_rgb.{jpg,json}               no category, as in the real test set
 Images are 40x32 JPEGs (w != h so swaps show).
 """
@@ -44,6 +46,10 @@ def main() -> None:
     write("val/port/port_7/port_7_0_rgb", [{"ID": 4, "box": [10, 10, 30, 22], "category": "port"}],
           ring(151.2, -33.9), 2, "56H", "AUS")
     write("test/0000001/0000001_0_rgb", [{"ID": 5, "box": [2, 2, 8, 8]}], ring(0.1, 5.0), 3, "31N", "GHA")
+    write("val/airport/airport_12/airport_12_0_rgb", [{"ID": 6, "box": [0, 4, 36, 20], "category": "airport"}],
+          ring(139.78, 35.55), 4, "54S", "JPN")
+    write("val/zoo/zoo_5/zoo_5_1_rgb", [{"ID": 7, "box": [12, 8, 16, 12], "category": "zoo"}],
+          ring(-43.23, -22.9), 5, "23K", "BRA")
 
 
 if __name__ == "__main__":

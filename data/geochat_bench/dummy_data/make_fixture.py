@@ -3,7 +3,8 @@
 referring.jsonl and region_captioning.jsonl (one JSON object per line, GeoChat-Bench fields) and
 images/<image_id>.png: a DOTA-style id (P...) at 50x40 and a DIOR-style id at 40x40. Referring ground
 truth is given once as 4-corner pixel polygons and once as a pixel xyxy list; region captioning uses box
-strings {<x1><y1><x2><y2>|<angle>} in percent.
+strings {<x1><y1><x2><y2>|<angle>} in percent, three regions (two on the DOTA-style image), so RSMEB's
+region caption retrieval ranks 3 captions.
 """
 import json
 from pathlib import Path
@@ -37,6 +38,9 @@ def main() -> None:
         {"question_id": 1, "image_id": "00123", "question": "{<20><40><60><60>|<90>}",
          "ground_truth": "a ship in the harbour", "type": "region", "dataset": "SIOR", "obj_ids": [3],
          "size_group": "small"},
+        {"question_id": 2, "image_id": "P0003_0001", "question": "{<60><10><90><40>|<30>}",
+         "ground_truth": "a small vehicle on the service road", "type": "region", "dataset": "SOTA",
+         "obj_ids": [2], "size_group": "small"},
     ]
     (HERE / "region_captioning.jsonl").write_text("".join(json.dumps(r) + "\n" for r in region))
 

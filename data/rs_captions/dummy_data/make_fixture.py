@@ -1,8 +1,10 @@
 """Writes the tiny rs_captions fixtures in the real layouts (run once; the outputs are committed).
 
-rsicd/: dataset_rsicd.json + RSICD_images/*.jpg (3 images: train, val, test);
-rsitmd/: dataset_RSITMD.json (with keywords) + images/<class>_<n>.tif, 2 images (train, test);
+rsicd/: dataset_rsicd.json + RSICD_images/*.jpg (5 images: train, val, 3 test);
+rsitmd/: dataset_RSITMD.json (with keywords) + images/<class>_<n>.tif, 4 images (train, 3 test);
 ucm_captions/: dataset.json + imgs/<n>.tif (numbered TIFs, 3 images: train, val, test).
+Three test images per RSMEB source, so its retrieval tasks rank a gallery of at least 3; new images are
+appended, so the earlier ones keep their seeds and bytes.
 """
 import json
 from pathlib import Path
@@ -41,17 +43,21 @@ def main() -> None:
                                          "several airplanes are near the terminal .",
                                          "many planes are parked next to a long building ."]),
              ("00012.jpg", "val", ["a green field with a road ."]),
-             ("beach_3.jpg", "test", ["the sea is next to a yellow beach .", "waves hit the beach ."])]
+             ("beach_3.jpg", "test", ["the sea is next to a yellow beach .", "waves hit the beach ."]),
+             ("church_12.jpg", "test", ["a church with a cross-shaped roof is among houses ."]),
+             ("parking_7.jpg", "test", ["many cars are parked in rows .", "a parking lot beside a road ."])]
     for seed, (name, _, _) in enumerate(rsicd):
         tiny_image(HERE / "rsicd" / "RSICD_images" / name, seed, "JPEG")
     (HERE / "rsicd" / "dataset_rsicd.json").write_text(json.dumps(karpathy(rsicd, "rsicd")))
 
     rsitmd = [("boat_5.tif", "train", ["a boat is in the harbor .", "a white boat floats on the water ."]),
-              ("playground_10.tif", "test", ["a red track surrounds a green field ."])]
+              ("playground_10.tif", "test", ["a red track surrounds a green field ."]),
+              ("bridge_2.tif", "test", ["a bridge crosses a dark river .", "two roads meet at the bridge ."]),
+              ("farmland_31.tif", "test", ["square fields of green and brown crops ."])]
     for seed, (name, _, _) in enumerate(rsitmd):
         tiny_image(HERE / "rsitmd" / "images" / name, 10 + seed, "TIFF")
-    (HERE / "rsitmd" / "dataset_RSITMD.json").write_text(
-        json.dumps(karpathy(rsitmd, "rsitmd", keywords=[["boat", "harbor"], ["playground"]])))
+    keywords = [["boat", "harbor"], ["playground"], ["bridge", "river"], ["farmland"]]
+    (HERE / "rsitmd" / "dataset_RSITMD.json").write_text(json.dumps(karpathy(rsitmd, "rsitmd", keywords=keywords)))
 
     ucm = [("1.tif", "train", ["there is a piece of farmland ."]),
            ("2.tif", "val", ["many cars are parked in the lot ."]),

@@ -2,7 +2,8 @@
 
 patternnet/PatternNet/images/<class>/<class>NNN.jpg, aid/AID/<ClassCamelCase>/<classlower>_<n>.jpg and
 whu_rs19/WHU-RS19/<Class>/<classlower>_<nn>.jpg (class folders spelled as WHU-RS19 does, e.g. footballField),
-2 classes x 3 JPEGs of 32x32 each, so every split of the 60/20/20 rule gets one image per class.
+3 JPEGs of 32x32 per class, so every split of the 60/20/20 rule gets one image per class. PatternNet and
+WHU-RS19 have 3 classes, so their classification tasks rank 3 candidates; AID keeps 2 (tests pin its classes).
 """
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def main() -> None:
         for n in (1, 2, 3):
             seed += 1
             tiny_jpeg(HERE / "whu_rs19" / "WHU-RS19" / cls / f"{cls.lower()}_{n:02d}.jpg", seed)
+    for n in (1, 2, 3):  # third classes, seeded last for the same reason
+        seed += 1
+        tiny_jpeg(HERE / "patternnet" / "PatternNet" / "images" / "forest" / f"forest{n:03d}.jpg", seed)
+    for n in (1, 2, 3):
+        seed += 1
+        tiny_jpeg(HERE / "whu_rs19" / "WHU-RS19" / "Beach" / f"beach_{n:02d}.jpg", seed)
 
 
 if __name__ == "__main__":

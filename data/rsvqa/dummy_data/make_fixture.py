@@ -1,8 +1,9 @@
 """Writes the tiny RSVQA-LR and -HR fixtures in the real layouts (run once; the outputs are committed).
 
 lr/: LR_split_{train,val,test}_{images,questions,answers}.json + Images_LR/<id>.tif (32x32);
-hr/: USGS_split_{train,val,test,test_phili}_{...}.json + Data/<id>.tif. One image per split; the LR train
-image has an inactive question (dropped) and one whose answer id is not its own id.
+hr/: USGS_split_{train,val,test,test_phili}_{...}.json + Data/<id>.tif. One image per split, plus a second
+test image in each, whose questions make the test answer vocabulary (RSMEB's VQA candidates) 3 answers; the
+LR train image has an inactive question (dropped) and one whose answer id is not its own id.
 """
 import json
 from pathlib import Path
@@ -44,14 +45,19 @@ def main() -> None:
         (2, "rural_urban", "Is it a rural or an urban area", 2, "rural", False)]})
     write_split(lr, "LR_split", "val", "Images_LR", {1: [(3, "comp", "Are there more water areas than roads?", 3,
                                                           "no", True)]})
-    write_split(lr, "LR_split", "test", "Images_LR", {2: [(4, "rural_urban", "Is it a rural or an urban area",
-                                                           4, "urban", True)]})
+    write_split(lr, "LR_split", "test", "Images_LR", {
+        2: [(4, "rural_urban", "Is it a rural or an urban area", 4, "urban", True)],
+        3: [(5, "presence", "Is there a water area?", 5, "yes", True),
+            (6, "count", "How many roads are there?", 6, "3", True)]})
     hr = HERE / "hr"
     hr.mkdir(parents=True, exist_ok=True)
     for img_id, split in enumerate(("train", "val", "test", "test_phili")):
-        write_split(hr, "USGS_split", split, "Data", {10 + img_id: [
-            (100 + img_id, "area", "What is the area covered by buildings?", 100 + img_id,
-             "between 100m2 and 1000m2", True)]})
+        images = {10 + img_id: [(100 + img_id, "area", "What is the area covered by buildings?", 100 + img_id,
+                                 "between 100m2 and 1000m2", True)]}
+        if split == "test":
+            images[14] = [(104, "presence", "Is there a residential building?", 104, "yes", True),
+                          (105, "count", "How many buildings are there?", 105, "4", True)]
+        write_split(hr, "USGS_split", split, "Data", images)
 
 
 if __name__ == "__main__":

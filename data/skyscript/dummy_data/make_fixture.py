@@ -3,7 +3,8 @@
 SkyScript_{train_top30pct,val_5K,test_30K}_filtered_by_CLIP_openai.csv (filepath, title,
 title_multi_objects, similarity_title), images{2,4}/<t><osm id>_<SRC>_<yy>.jpg (36x24) and
 meta{2,4}/<same>.pickle with box = (west, south, east, north), time, center_tags, surrounding_tags.
-One image box crosses the antimeridian.
+One image box crosses the antimeridian. The test CSV has 3 rows, so RSMEB's SkyScript tasks rank 3
+locations / images.
 """
 import csv
 import pickle
@@ -21,7 +22,9 @@ ROWS = {
     "SkyScript_val_5K_filtered_by_CLIP_openai.csv": [
         ("images4/a55_NZ_18.jpg", "a runway", "a runway and a taxiway", (179.999, -16.001, -179.999, -15.999))],
     "SkyScript_test_30K_filtered_by_CLIP_openai.csv": [
-        ("images2/w777_CH_21.jpg", "a parking lot", "", (7.44, 46.94, 7.442, 46.942))],
+        ("images2/w777_CH_21.jpg", "a parking lot", "", (7.44, 46.94, 7.442, 46.942)),
+        ("images4/n4242_FR_20.jpg", "a water tower", "a water tower beside a field", (2.35, 48.85, 2.352, 48.852)),
+        ("images2/w31337_JP_19.jpg", "a baseball field", "", (139.69, 35.68, 139.692, 35.682))],
 }
 
 

@@ -2,7 +2,8 @@
 
 Images_{train,val}/<name>.png (64x48) and Annotations_{train,val}/<name>.json with caption, objects
 (obj_corner = 4 corners normalised to [0, 1]) and qa_pairs. The train image is DOTA-style (P..._....),
-with a rotated object; the val image is DIOR-style.
+with a rotated object; the val images are DIOR-style. The second val image has two objects and two questions,
+so RSMEB's VRSBench tasks (validation is their evaluation split) rank 3 boxes, captions and answers.
 """
 import json
 from pathlib import Path
@@ -31,6 +32,17 @@ ANNOTATIONS = {
                      "obj_coord": "<50><50><75><100>", "is_unique": True, "obj_size": "medium",
                      "referring_sentence": "the airplane at the bottom"}],
         "qa_pairs": [{"question": "What color is the airplane?", "answer": "White", "type": "object color"}]},
+    ("val", "00456_0003.png"): {
+        "caption": "A bridge over a river with a small boat passing under it.",
+        "objects": [
+            {"obj_id": 2, "obj_cls": "bridge", "obj_corner": [0.0, 0.375, 1.0, 0.375, 1.0, 0.625, 0.0, 0.625],
+             "obj_coord": "<0><37><100><62>", "is_unique": True, "obj_size": "large",
+             "referring_sentence": "the bridge crossing the whole image"},
+            {"obj_id": 3, "obj_cls": "ship", "obj_corner": [0.125, 0.75, 0.25, 0.75, 0.25, 0.875, 0.125, 0.875],
+             "obj_coord": "<12><75><25><87>", "is_unique": True, "obj_size": "small",
+             "referring_sentence": "the small boat below the bridge on the left"}],
+        "qa_pairs": [{"question": "Is there a bridge?", "answer": "Yes", "type": "object existence"},
+                     {"question": "How many ships are there?", "answer": "1", "type": "object quantity"}]},
 }
 
 
