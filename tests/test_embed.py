@@ -131,7 +131,7 @@ def test_embed_skip_gives_nan_rows_and_raise_names_the_record(hf_dir, cases, tmp
                                                "latitude 91 outside [-90, 90] degrees")
     write_items(tmp_path / "bad.jsonl", rows[:1] + rows[4:5])
     assert cli.main(["embed", "--ckpt", str(hf_dir), "--items", items, "--out", str(out)]) == 2
-    assert last_line(capsys.readouterr().err) == (f"vlm2geovec embed: error: file missing.png, record 2, field image: "
+    assert last_line(capsys.readouterr().err) == ("vlm2geovec embed: error: file missing.png, record 2, field image: "
                                                "image file not found; expected a readable image file")
 
 

@@ -85,30 +85,18 @@ class _CatalogView(Sequence):
         return ex
 
 
-def _skip_image_decoding(features: Any) -> dict:
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    out: dict = {}
-    for name, feature in features.items():
-        if isinstance(feature, tfds.features.Image):
-            out[name] = tfds.decode.SkipDecoding()
-        elif isinstance(feature, tfds.features.FeaturesDict):
-            nested = _skip_image_decoding(feature)
-            if nested:
-                out[name] = nested
-    return out
-
-
 def load_source(dataset: str, split: str, data_dir: str | os.PathLike | None) -> SplitSource:
     """One prepared split, read with tfds.data_source, images left encoded; training splits are refused."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    from vlm2geovec_jax.inputs.pipeline import skip_image_decoding  # noqa: PLC0415 (imports grain)
 
     if split in TRAIN_SPLITS:
         raise ValueError(f"{dataset}: split {split!r} is a training split; RSMEB reads evaluation splits only")
     builder = tfds.builder(dataset, data_dir=None if data_dir is None else os.fspath(data_dir))
     features = builder.info.features
     names = tuple(features["label"].names) if "label" in features else ()
-    decoders = _skip_image_decoding(features)
+    decoders = skip_image_decoding(features)
     if dataset.split("/", 1)[0] in CATALOG_ONE_SPLIT:
         if split != "test":
             raise ValueError(f"{dataset}: only the held-out 'test' split exists for a one-split catalog set, "
