@@ -63,9 +63,10 @@ class SyntheticPairs:
                     target_valid=np.ones(n, bool))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        while True:
-            yield self.batch(self.step)
+        while True:  # count a batch as read when it is handed out, so a checkpoint saves the next step
+            step = self.step
             self.step += 1
+            yield self.batch(step)
 
     def get_state(self) -> dict:
         return {"step": self.step}

@@ -17,8 +17,10 @@ import shutil
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.encoder import Encoder
@@ -40,12 +42,33 @@ def save_model(path: str | os.PathLike, model: Encoder, *, assets_from: str | os
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True / --overwrite to replace it)")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # Every process writes its shards into the SAME staging directory (named by process 0's pid); only
+    # process 0 writes the metadata and renames it into place.
+    token = os.getpid()
+    if jax.process_count() > 1:
+        token = int(multihost_utils.broadcast_one_to_all(np.int32(token)))
+    tmp = path.with_name(f".{path.name}.tmp-{token}")
+    leader = jax.process_index() == 0
+    if leader:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier("save_model: staging directory ready")
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp / "params", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     checkpointer.wait_until_finished()
+    if leader:
+        _finish(path, tmp, model, assets_from, hf_config)
+    _barrier("save_model: checkpoint in place")
+    return path
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _finish(path: Path, tmp: Path, model: Encoder, assets_from, hf_config) -> None:
+    """Process 0: config and assets into the staging directory, then the atomic rename into place."""
     (tmp / "model_config.json").write_text(json.dumps({"format": FORMAT, "model": model.cfg.to_dict()}, indent=2))
     assets = tmp / "assets"
     assets.mkdir()
@@ -62,7 +85,6 @@ def save_model(path: str | os.PathLike, model: Encoder, *, assets_from: str | os
         shutil.rmtree(old)
     else:
         tmp.rename(path)
-    return path
 
 
 def read_model_config(path: str | os.PathLike) -> ModelConfig:
