@@ -123,7 +123,7 @@ def _build_tokenizer(args: argparse.Namespace) -> None:
     print(f"tokenizer written to {build_demo_tokenizer(args.out, vocab_size=args.vocab_size, seed=args.seed)}")
 
 
-@command("demo", "build GeoScenes, train a tiny encoder from scratch, evaluate RSMEB on GeoScenes, report (CPU, minutes)")
+@command("demo", "build GeoScenes, train a tiny encoder from scratch, evaluate on GeoScenes, report (CPU, minutes)")
 @_args(workdir=dict(default="vlm2geovec_demo", help="where the data, tokenizer, model, evaluation and report go"))
 def _demo(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.demo import run_demo
