@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vlm2geovec_jax.train.metrics_log import read_metrics
-from train_runs import KILLED, ROOT, checkpoint_steps, load_dump, restore_numpy, run_worker
+from train_runs import KILLED, checkpoint_steps, load_dump, restore_numpy, run_worker
 
 DEVICES = 8
 REPLAYED = ("loss", "accuracy", "grad_norm", "param_norm", "update_norm", "learning_rate")

@@ -87,17 +87,11 @@ def make_self_contained(model_dir: Path, tokenizer_dir: Path, image_size: int) -
 def evaluate(model_dir: Path, suite_path: str, data_dir: Path, out: Path, *, tasks: Sequence[str] | None = None,
              progress: bool = True) -> tuple[dict, dict, Any]:
     """eval_command's steps, keeping the rows and the cache: (report, rows by task, embedding cache)."""
-    from vlm2geovec_jax.rsmeb import crop, rows as rows_lib  # noqa: PLC0415
     from vlm2geovec_jax.rsmeb.cache import EmbeddingCache, model_slug  # noqa: PLC0415
-    from vlm2geovec_jax.rsmeb.runner import checkpoint_embed_fn, checkpoint_key, run_suite  # noqa: PLC0415
-    from vlm2geovec_jax.rsmeb.suite import load_suite  # noqa: PLC0415
+    from vlm2geovec_jax.rsmeb.runner import (checkpoint_embed_fn, checkpoint_key, prepare_suite,  # noqa: PLC0415
+                                             run_suite)
 
-    suite = load_suite(suite_path)
-    if tasks:
-        suite = suite.subset(list(tasks))
-    rows = rows_lib.build_rows(suite, data_dir)
-    if suite.crop_baseline:
-        suite, rows = crop.with_crop_baseline(suite, rows)
+    suite, rows = prepare_suite(suite_path, data_dir, tasks)
     model_key = f"{checkpoint_key(model_dir)}|box=qwen|templates={suite.templates_version}"
     report = run_suite(checkpoint_embed_fn(model_dir), suite, rows, out, model_key=model_key, progress=progress)
     return report, rows, EmbeddingCache(out / "embeddings" / model_slug(model_key), model_key)

@@ -44,11 +44,11 @@ class Embedder:
     def embed_tokens(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None) -> np.ndarray:
         """[batch, dim] L2-normalised float32 embeddings for transformers-style Qwen2-VL inputs."""
         input_ids = np.asarray(input_ids)
-        batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw)
-        if batch.has_images:  # pad image slots and patches to buckets too
-            _, slots, patches, _ = batch.pixel_values.shape
-            batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
-                                   patches_per_image=bucket(patches, 64), images_per_row=bucket(slots, 1))
+        patches = None  # images: pad every image to a power-of-two patch count (few compiled shapes)
+        if image_grid_thw is not None and len(image_grid_thw):
+            patches = bucket(int(np.max(np.prod(np.asarray(image_grid_thw), axis=-1))), 64)
+        batch = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
+                               patches_per_image=patches)
         rows, length = input_ids.shape
         batch = pad_batch_rows(batch, bucket(rows, 1), bucket(length))
         return self.embed_inputs(batch)[:rows]

@@ -225,10 +225,9 @@ def checkpoint_embed_fn(ckpt: str | os.PathLike, *, batch_size: int = 32, box_fo
                              batch_size=batch_size, box_format=box_format)
 
 
-def eval_command(ckpt: str | os.PathLike, suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
-                 out: str | os.PathLike, *, batch_size: int = 32, tasks: Sequence[str] | None = None,
-                 box_format: str = "qwen", progress: bool = True) -> Path:
-    """``vlm2geovec eval``: build the suite's rows, embed with the checkpoint, score, report; returns report.md."""
+def prepare_suite(suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
+                  tasks: Sequence[str] | None = None) -> tuple[Suite, dict[str, list[EvalRow]]]:
+    """The suite (optionally a subset of its tasks) and its rows, crop-baseline tasks added when it asks."""
     from vlm2geovec_jax.rsmeb import crop, rows as rows_lib  # noqa: PLC0415
     from vlm2geovec_jax.rsmeb.suite import load_suite  # noqa: PLC0415
 
@@ -238,6 +237,14 @@ def eval_command(ckpt: str | os.PathLike, suite_path: str | os.PathLike, data_di
     rows = rows_lib.build_rows(suite, data_dir)
     if suite.crop_baseline:
         suite, rows = crop.with_crop_baseline(suite, rows)
+    return suite, rows
+
+
+def eval_command(ckpt: str | os.PathLike, suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
+                 out: str | os.PathLike, *, batch_size: int = 32, tasks: Sequence[str] | None = None,
+                 box_format: str = "qwen", progress: bool = True) -> Path:
+    """``vlm2geovec eval``: build the suite's rows, embed with the checkpoint, score, report; returns report.md."""
+    suite, rows = prepare_suite(suite_path, data_dir, tasks)
     model_key = f"{checkpoint_key(ckpt)}|box={box_format}|templates={suite.templates_version}"
     embed_fn = checkpoint_embed_fn(ckpt, batch_size=batch_size, box_format=box_format)
     run_suite(embed_fn, suite, rows, out, model_key=model_key, progress=progress)
