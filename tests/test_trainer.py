@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from vlm2geovec_jax import sharding
 from vlm2geovec_jax.train import data as data_lib
 from vlm2geovec_jax.train import trainer
 from vlm2geovec_jax.train.config import apply_override, load_config, validate
 from vlm2geovec_jax.train.metrics_log import read_metrics
+from vlm2geovec_jax.weights.checkpoint import load_model
 
 TINY = "configs/tiny.py"
 
@@ -77,3 +80,14 @@ def test_config_overrides_are_typed_and_unknown_keys_fail():
     config.trainable = "everything"
     with pytest.raises(ValueError, match=r"trainable='everything' not in"):
         validate(config)
+
+
+def test_bfloat16_model_trains_float32_master_weights(tmp_path):
+    config = load_config(TINY, ["trainable=full", "num_steps=2", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
+                                "model.param_dtype=bfloat16", "model.dtype=bfloat16"])
+    state = trainer.train(config, tmp_path, progress=False)
+    dtypes = {x.dtype for x in jax.tree.leaves(state.params)}
+    assert dtypes == {np.dtype("float32")}, dtypes
+    assert np.isfinite(read_metrics(tmp_path)[-1]["loss"])
+    exported = nnx.state(load_model(tmp_path / "model"), nnx.Param)
+    assert {x.dtype for x in jax.tree.leaves(exported)} == {np.dtype(jnp.bfloat16)}

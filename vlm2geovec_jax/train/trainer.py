@@ -92,6 +92,9 @@ def build_model(config: ml_collections.ConfigDict, mesh) -> Encoder:
 
 def split_trainable(model: Encoder, config: ml_collections.ConfigDict) -> tuple[Any, dict, nnx.State]:
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(config.trainable), ...)
+    # Trainable weights are kept in float32 (the master copy) whatever param_dtype the frozen base uses;
+    # layers cast weights to the compute dtype where they are used.
+    trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)
     params = {"model": trainable}
     if config.loss.learn_temperature:
         params["log_temperature"] = jnp.log(jnp.asarray(config.loss.temperature, jnp.float32))
@@ -184,8 +187,12 @@ def restore(manager: ocp.CheckpointManager, state: TrainState, source: data_lib.
 
 def export_model(state: TrainState, path: Path) -> Path:
     """The trained encoder with LoRA merged into the base weights, as a model checkpoint."""
-    model = state.model()
+    # Fresh variables (tree.map rebuilds them): merging LoRA must not touch the training state.
+    model = nnx.merge(state.graphdef, jax.tree.map(lambda x: x, state.params["model"]),
+                      jax.tree.map(lambda x: x, state.frozen))
     merge_lora(model)
+    dtype = jnp.dtype(model.cfg.param_dtype)  # float32 master weights back to the model's storage dtype
+    nnx.update(model, jax.tree.map(lambda x: x.astype(dtype), nnx.state(model, nnx.Param)))
     return model_ckpt.save_model(path, model, overwrite=True)
 
 
