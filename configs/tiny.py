@@ -1,6 +1,6 @@
 """The tiny random encoder on synthetic pairs: for tests and smoke runs (CPU, seconds).
 
-    vlm2geovec train --config configs/tiny.py --workdir /tmp/tiny
+    vlm2geovec train --config configs/tiny.py --workdir runs/tiny
 """
 from vlm2geovec_jax.models.presets import get_preset
 from vlm2geovec_jax.train.config import default_config
