@@ -50,9 +50,6 @@ class TrainState:
     opt_state: Any
     step: int = 0
 
-    def model(self) -> Encoder:
-        return nnx.merge(self.graphdef, self.params["model"], self.frozen)
-
 
 # ---- model and trainable split -----------------------------------------------------------------------------
 
@@ -73,13 +70,12 @@ def build_model(config: ml_collections.ConfigDict, mesh) -> Encoder:
             apply_lora(model, lora, rngs=nnx.Rngs(config.init.seed + 1))
         return model
 
-    graphdef, abstract = nnx.split(nnx.eval_shape(init))
-    shardings = shard_lib.state_shardings(abstract, mesh)
     if not config.init.checkpoint:
-        state = jax.jit(lambda: nnx.state(init()), out_shardings=shardings)()
+        graphdef, abstract = nnx.split(nnx.eval_shape(init))
+        state = jax.jit(lambda: nnx.state(init()), out_shardings=shard_lib.state_shardings(abstract, mesh))()
         return nnx.merge(graphdef, state)
-    base_graph, base_abstract = nnx.split(model_ckpt.abstract_model(cfg))
-    model = model_ckpt.load_model(config.init.checkpoint, shardings=shard_lib.state_shardings(base_abstract, mesh),
+    base = nnx.state(model_ckpt.abstract_model(cfg))
+    model = model_ckpt.load_model(config.init.checkpoint, shardings=shard_lib.state_shardings(base, mesh),
                                   dtype=cfg.dtype, remat_policy=cfg.remat_policy)
     if model.cfg.param_dtype != cfg.param_dtype or model.cfg.text != cfg.text or model.cfg.vision != cfg.vision:
         raise ValueError(f"init.checkpoint {config.init.checkpoint}: its model config does not match config.model")
@@ -213,7 +209,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
         opt_state = jax.jit(tx.init)(params)
         state = TrainState(graphdef, params, frozen, opt_state)
 
-        source = data_lib.make_source(state.model().cfg, config, process_index=jax.process_index(),
+        cfg = ModelConfig.from_dict(config.model.to_dict())  # build_model checked a loaded model against it
+        source = data_lib.make_source(cfg, config, process_index=jax.process_index(),
                                       process_count=jax.process_count())
         manager = checkpoint_manager(workdir, config)
         state = restore(manager, state, source)
@@ -222,21 +219,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
                           donate_argnums=(0, 1))
         log = MetricsLog(workdir)
         peak = flops_lib.peak_flops_per_device(override=config.peak_flops_per_device)
-        cfg = state.model().cfg
         batches = iter(source)
         bar = tqdm(total=config.num_steps, initial=state.step, desc="train", disable=not progress)
         window_start, window_examples, window_tokens, window_flops = time.perf_counter(), 0, 0, 0.0
+        previous = None  # the last step's metrics: read after the next step is dispatched (no per-step sync)
         while state.step < config.num_steps:
             host = next(batches)
             params, opt_state, metrics = step_fn(state.params, state.opt_state, state.frozen,
                                                  to_global(host, mesh), jnp.int32(state.step))
             state = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
+            _check_finite(previous, state.step - 1, config.optimizer.max_nonfinite_steps)
+            previous = metrics
             examples, tokens, flops = _work(cfg, host)
             window_examples, window_tokens, window_flops = (window_examples + examples, window_tokens + tokens,
                                                             window_flops + flops)
-            if int(metrics["nonfinite_in_a_row"]) >= config.optimizer.max_nonfinite_steps:
-                raise FloatingPointError(f"step {state.step}: {config.optimizer.max_nonfinite_steps} steps in a row "
-                                         "had a non-finite loss or gradient; stopping")
             if state.step % config.log_every == 0 or state.step == config.num_steps:
                 elapsed = time.perf_counter() - window_start
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -253,6 +249,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
             bar.update(1)
             for hook in hooks:
                 hook(state.step, state)
+        _check_finite(previous, state.step, config.optimizer.max_nonfinite_steps)
         bar.close()
         manager.wait_until_finished()
         log.close()
@@ -260,6 +257,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
     print(f"trained {state.step} steps; checkpoints in {workdir / 'checkpoints'}, metrics in "
           f"{workdir / 'metrics.jsonl'}, model (LoRA merged) in {final}")
     return state
+
+
+def _check_finite(metrics: dict | None, step: int, limit: int) -> None:
+    """Stops the run once ``limit`` steps in a row had a non-finite loss or gradient (the optimizer skipped them)."""
+    if metrics is not None and int(metrics["nonfinite_in_a_row"]) >= limit:
+        raise FloatingPointError(f"step {step}: {limit} steps in a row had a non-finite loss or gradient; stopping")
 
 
 def _work(cfg: ModelConfig, host: dict) -> tuple[int, int, float]:
