@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -13,7 +15,7 @@ from hf_utils import hf_model, torch, transformers
 from vlm2geovec_jax import load, sharding
 from vlm2geovec_jax.models.presets import model_config
 from vlm2geovec_jax.weights import checkpoint, convert
-from vlm2geovec_jax.weights.hf import CheckpointError
+from vlm2geovec_jax.weights.hf import ALIGNMENT, CheckpointError, HFCheckpoint
 from safetensors.numpy import load_file, save_file
 
 
@@ -139,6 +141,82 @@ def test_error_pickle_checkpoint_is_refused(hf_dir, tmp_path):
     (path / "pytorch_model.bin").write_bytes(b"not really a pickle")
     with pytest.raises(CheckpointError, match=r"(?s)pickle.*refused.*safe_serialization=True"):
         convert.import_hf(path, tmp_path / "out", progress=False)
+
+
+def _header(file) -> tuple[int, dict]:
+    raw = Path(file).read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    return length, json.loads(raw[8:8 + length])
+
+
+def test_error_truncated_safetensors_names_file_and_tensor(hf_dir, tmp_path):
+    """Data shorter than the header says: the tensor cut off is named (the one whose bytes end last)."""
+    path = _copy(hf_dir, tmp_path)
+    file = path / "model.safetensors"
+    _, header = _header(file)
+    last = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][1])
+    with open(file, "r+b") as f:
+        f.truncate(file.stat().st_size - 3)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(file))}: tensor '{re.escape(last)}' needs bytes "
+                                              r"\d+\.\.\d+ of the data, but the file holds only \d+ bytes after its "
+                                              r"header \(truncated\?\)"):
+        convert.import_hf(path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def _write_raw_safetensors(file, header: dict, data: bytes) -> None:
+    encoded = json.dumps(header).encode()
+    file.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+
+
+@pytest.mark.parametrize("entry, data, message", [
+    ({"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}, bytes(8), r"tensor 'w': dtype 'X9', expected one of"),
+    ({"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}, bytes(8),
+     r"tensor 'w': data_offsets \[0, 8\] span 8 bytes, but F32 \(3,\) needs 12"),
+    ({"dtype": "F32", "shape": [2, -1], "data_offsets": [0, 8]}, bytes(8),
+     r"tensor 'w': shape \[2, -1\], expected a list of non-negative integers"),
+    ({"dtype": "F32", "shape": [2]}, bytes(8), r"tensor 'w': header entry .*expected \{dtype, shape, data_offsets\}"),
+])
+def test_error_malformed_safetensors_header(hf_dir, tmp_path, entry, data, message):
+    path = _copy(hf_dir, tmp_path)
+    _write_raw_safetensors(path / "model.safetensors", {"w": entry}, data)
+    with pytest.raises(CheckpointError, match=re.escape(str(path / "model.safetensors")) + ": " + message):
+        HFCheckpoint(path)
+
+
+def test_error_header_longer_than_file(hf_dir, tmp_path):
+    path = _copy(hf_dir, tmp_path)
+    (path / "model.safetensors").write_bytes((10 ** 6).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: header length 1000000 exceeds the file's 10 "
+                                              r"bytes \(truncated, or not a safetensors file\)"):
+        HFCheckpoint(path)
+
+
+def test_reader_is_bit_identical_to_safetensors_without_mapping_the_file(hf_dir, tmp_path):
+    """Every dtype the reader maps, against safetensors' own loader; buffers fresh, aligned, the file unmapped
+    (an mmap keeps every page read in the process's RSS: a second copy of the checkpoint)."""
+    import ml_dtypes
+    path = _copy(hf_dir, tmp_path)
+    rng = np.random.default_rng(0)
+    tensors = {"f32": rng.standard_normal((3, 5)).astype(np.float32),
+               "bf16": rng.standard_normal((4, 7)).astype(ml_dtypes.bfloat16),
+               "f16": rng.standard_normal(9).astype(np.float16), "i64": np.arange(6, dtype=np.int64).reshape(2, 3),
+               "u8": np.arange(5, dtype=np.uint8), "empty": np.zeros((0, 4), np.float32),
+               "scalar": np.array(2.5, np.float64)}
+    (path / "model.safetensors").unlink()
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    reader = HFCheckpoint(path)
+    expected = load_file(path / "model.safetensors")
+    assert reader.names() == set(expected)
+    for name, value in expected.items():
+        got = reader.read(name, value.shape)
+        assert got.dtype == value.dtype and got.shape == value.shape, name
+        assert got.tobytes() == value.tobytes(), name
+        assert (got.size == 0 or got.ctypes.data % ALIGNMENT == 0) and got.flags.writeable, name
+    maps = Path("/proc/self/maps")
+    if maps.is_file():
+        assert str(path / "model.safetensors") not in maps.read_text()
+    reader.close()
 
 
 def test_existing_output_is_not_overwritten(hf_dir, tmp_path):

@@ -53,9 +53,11 @@ def save_model(path: str | os.PathLike, model: Encoder, *, assets_from: str | os
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier("save_model: staging directory ready")
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / "params", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    checkpointer.wait_until_finished()
+    # Uncompressed: tensorstore then writes straight from the arrays, where zstd would hold the compressed
+    # output of the whole model in memory until the save commits (1.75 GB extra for a 1.99 GB model, to save
+    # ~8% of the disk). The format stays the one StandardCheckpointer restores.
+    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
+    checkpointer.save(tmp / "params", args=ocp.args.PyTreeSave(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
     if leader:
         _finish(path, tmp, model, assets_from, hf_config)
     _barrier("save_model: checkpoint in place")

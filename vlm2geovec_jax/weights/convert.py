@@ -16,8 +16,8 @@ from vlm2geovec_jax import sharding as shard_lib
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.encoder import Encoder
 from vlm2geovec_jax.weights import checkpoint as ckpt_lib
-from vlm2geovec_jax.weights.hf import (CheckpointError, HFCheckpoint, Rule, expected_hf_shape, iter_hf_tensors,
-                                       mapping)
+from vlm2geovec_jax.weights.hf import (ALIGNMENT, CheckpointError, HFCheckpoint, Rule, empty_aligned,
+                                       expected_hf_shape, iter_hf_tensors, mapping)
 
 MODEL_CARD = """# {name}
 
@@ -53,14 +53,46 @@ def _dtype_from_hf(hf_config: dict) -> str:
 
 
 def _read_param(reader: HFCheckpoint, rule: Rule, shape: tuple[int, ...], dtype, index) -> np.ndarray:
-    """The part ``index`` of one of our parameters, read from the transformers tensors it comes from."""
+    """The part ``index`` of one of our parameters, read from the transformers tensors it comes from.
+
+    The result is a fresh 64-byte-aligned buffer, which jax on CPU adopts without a copy; a stacked parameter
+    is filled layer by layer, so besides it only one layer's tensor is alive at a time.
+    """
     hf_shape = expected_hf_shape(rule, shape)
     if not rule.stacked:
-        return np.asarray(rule.to_ours(reader.read(rule.hf, hf_shape))[index], dtype)
+        tensor = rule.to_ours(reader.read(rule.hf, hf_shape))
+        part = tensor[index]
+        return _adoptable(part, dtype, whole=part.size == tensor.size)
     layers = range(shape[0])[index[0]] if index else range(shape[0])
     rest = index[1:] if index else ()
-    return np.stack([np.asarray(rule.to_ours(reader.read(rule.hf.format(i=i), hf_shape))[rest], dtype)
-                     for i in layers])
+    out = None
+    for j, i in enumerate(layers):
+        layer = rule.to_ours(reader.read(rule.hf.format(i=i), hf_shape))[rest]
+        if out is None:
+            out = empty_aligned((len(layers), *layer.shape), dtype)
+        _copy_tiled(out[j], layer)
+    return out if out is not None else np.empty((0, *shape[1:]), dtype)
+
+
+def _copy_tiled(dst: np.ndarray, src: np.ndarray, tile: int = 256) -> None:
+    """``dst[...] = src``, in square tiles when ``src`` is a transposed 2-D view: an element-wise strided copy
+    misses the cache on every read and takes about twice as long (most of an import's time)."""
+    if src.ndim != 2 or src.flags.c_contiguous:
+        dst[...] = src
+        return
+    for i in range(0, src.shape[0], tile):
+        for j in range(0, src.shape[1], tile):
+            dst[i:i + tile, j:j + tile] = src[i:i + tile, j:j + tile]
+
+
+def _adoptable(value: np.ndarray, dtype, whole: bool) -> np.ndarray:
+    """``value`` as ``dtype`` in an aligned C-contiguous buffer of its own: itself (no copy) when it already is
+    one and spans the ``whole`` buffer it views, since jax would keep that buffer alive for a slice of it."""
+    if whole and value.dtype == dtype and value.flags.c_contiguous and value.ctypes.data % ALIGNMENT == 0:
+        return value
+    out = empty_aligned(value.shape, dtype)
+    _copy_tiled(out, value)
+    return out
 
 
 def load_hf_model(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
@@ -80,14 +112,16 @@ def load_hf_model(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None =
     flat = dict(nnx.to_flat_state(state))
     placements = (dict(nnx.to_flat_state(shard_lib.state_shardings(state, mesh))) if mesh is not None else None)
     single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    for rule in tqdm(rules, desc="import", disable=not progress):
-        key = tuple(rule.ours.split("/"))
-        var = flat[key]
-        sharding = placements[key].get_value() if placements is not None else single
-        value = jax.make_array_from_callback(
-            var.shape, sharding, lambda index, r=rule, v=var: _read_param(reader, r, v.shape, v.dtype, index))
-        var.set_value(value)
-    reader.close()
+    try:
+        for rule in tqdm(rules, desc="import", disable=not progress):
+            key = tuple(rule.ours.split("/"))
+            var = flat[key]
+            sharding = placements[key].get_value() if placements is not None else single
+            value = jax.make_array_from_callback(
+                var.shape, sharding, lambda index, r=rule, v=var: _read_param(reader, r, v.shape, v.dtype, index))
+            var.set_value(value)
+    finally:
+        reader.close()
     return nnx.merge(graphdef, state), reader.config
 
 

@@ -2,9 +2,11 @@
 
 Each row of the table names a parameter of ours, the transformers tensor it corresponds to (``{i}`` for a
 per-layer tensor of a stacked parameter) and a pair of hooks that convert the value each way (MaxText's
-checkpoint-conversion pattern). Import reads one tensor at a time (lazily, with safetensors' ``safe_open``),
-so peak memory stays near the size of the model; export writes the layout ``save_pretrained`` writes.
-Only safetensors is read or written: pickle checkpoints can run code on load.
+checkpoint-conversion pattern). Import reads one tensor at a time with plain ``pread`` calls at the offsets
+the safetensors header gives, into a fresh buffer: not through a memory map, whose pages would all stay in the
+process's RSS (a second copy of the checkpoint). So peak memory stays near the size of the model; export
+writes the layout ``save_pretrained`` writes. Only safetensors is read or written: pickle checkpoints can run
+code on load.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
+import ml_dtypes
 import numpy as np
 
 from vlm2geovec_jax.models.config import ModelConfig
@@ -106,8 +109,90 @@ def canonical_name(name: str) -> str:
 # ---- reading a transformers checkpoint ---------------------------------------------------------------------
 
 
+# safetensors dtype names -> numpy (bfloat16 and float8 through ml_dtypes, as jax uses them).
+SAFETENSORS_DTYPES = {
+    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U64": np.dtype(np.uint64), "U32": np.dtype(np.uint32),
+    "U16": np.dtype(np.uint16), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
+}
+ALIGNMENT = 64  # jax on CPU adopts a numpy buffer aligned like this without copying it
+
+
+def empty_aligned(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array at a 64-byte boundary, so ``jax.device_put`` on CPU need not copy it."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor's bytes lie in a safetensors file (offset from the start of the file)."""
+    file: Path
+    stored: str                # the name in the file (before ``canonical_name``)
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def read_safetensors_header(file: Path) -> list[TensorEntry]:
+    """The tensors of one safetensors file: an 8-byte little-endian header length, a JSON header
+    ``{name: {dtype, shape, data_offsets}}``, then the data. Every entry is checked against the file's size, so
+    a truncated or malformed file fails here, naming the file and the tensor."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{file}: {size} bytes, too short for a safetensors file (8-byte header length)")
+        header_len = int.from_bytes(prefix, "little")
+        if header_len > size - 8:
+            raise CheckpointError(f"{file}: header length {header_len} exceeds the file's {size} bytes "
+                                  "(truncated, or not a safetensors file)")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{file}: header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: header is a JSON {type(header).__name__}, expected an object")
+    data_start, data_size = 8 + header_len, size - 8 - header_len
+    entries = [_entry(file, name, meta, data_start) for name, meta in header.items() if name != "__metadata__"]
+    for entry in sorted(entries, key=lambda e: e.offset):
+        end = entry.offset - data_start + entry.nbytes
+        if end > data_size:
+            raise CheckpointError(f"{file}: tensor {entry.stored!r} needs bytes {entry.offset - data_start}..{end} "
+                                  f"of the data, but the file holds only {data_size} bytes after its header "
+                                  "(truncated?)")
+    return entries
+
+
+def _entry(file: Path, name: str, meta, data_start: int) -> TensorEntry:
+    """One header entry, validated: a known dtype, a shape of non-negative ints, offsets spanning its bytes."""
+    where = f"{file}: tensor {name!r}"
+    if not isinstance(meta, dict) or not {"dtype", "shape", "data_offsets"} <= meta.keys():
+        raise CheckpointError(f"{where}: header entry {meta!r}, expected {{dtype, shape, data_offsets}}")
+    dtype = SAFETENSORS_DTYPES.get(meta["dtype"])
+    if dtype is None:
+        raise CheckpointError(f"{where}: dtype {meta['dtype']!r}, expected one of {sorted(SAFETENSORS_DTYPES)}")
+    shape, offsets = meta["shape"], meta["data_offsets"]
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise CheckpointError(f"{where}: shape {shape!r}, expected a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{where}: data_offsets {offsets!r}, expected [begin, end] with 0 <= begin <= end")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise CheckpointError(f"{where}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes, but "
+                              f"{meta['dtype']} {tuple(shape)} needs {nbytes}")
+    return TensorEntry(file, name, dtype, tuple(shape), data_start + offsets[0], nbytes)
+
+
 class HFCheckpoint:
-    """A local transformers Qwen2-VL directory, read lazily one tensor at a time."""
+    """A local transformers Qwen2-VL directory, read one tensor at a time into fresh buffers."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -128,7 +213,7 @@ class HFCheckpoint:
                                   "checkpoints can be imported")
         self.files = self._weight_files()
         self._index = self._build_index()
-        self._handles: dict[Path, object] = {}
+        self._fds: dict[Path, int] = {}
 
     def _weight_files(self) -> list[Path]:
         index = self.path / "model.safetensors.index.json"
@@ -147,44 +232,53 @@ class HFCheckpoint:
                 f"M.from_pretrained('{self.path}').save_pretrained('OUT_DIR', safe_serialization=True)\"")
         raise CheckpointError(f"{self.path}: no model.safetensors or model.safetensors.index.json")
 
-    def _build_index(self) -> dict[str, Path]:
-        from safetensors import safe_open
+    def _build_index(self) -> dict[str, TensorEntry]:
         index = {}
         for file in self.files:
             if not file.is_file():
                 raise CheckpointError(f"{file}: listed in model.safetensors.index.json but missing")
-            with safe_open(file, framework="np") as f:
-                for name in f.keys():
-                    index[canonical_name(name)] = (file, name)
+            for entry in read_safetensors_header(file):
+                index[canonical_name(entry.stored)] = entry
         return index
 
     def names(self) -> set[str]:
         return set(self._index)
 
-    def _slice(self, name: str):
+    def _entry(self, name: str) -> TensorEntry:
         if name not in self._index:
             raise CheckpointError(f"{self.path}: tensor {name!r} is missing from "
                                   f"{', '.join(f.name for f in self.files)}")
-        file, stored = self._index[name]
-        if file not in self._handles:
-            from safetensors import safe_open
-            self._handles[file] = safe_open(file, framework="np")
-        return self._handles[file].get_slice(stored), file
+        return self._index[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._slice(name)[0].get_shape())
+        return self._entry(name).shape
 
     def read(self, name: str, expected_shape: tuple[int, ...]) -> np.ndarray:
-        """One tensor as numpy, after checking its shape against what the config implies."""
-        sl, file = self._slice(name)
-        shape = tuple(sl.get_shape())
-        if shape != tuple(expected_shape):
-            raise CheckpointError(f"{file.name}: tensor {name!r} has shape {shape}, but config.json implies "
-                                  f"{tuple(expected_shape)}")
-        return sl[:]
+        """One tensor as a fresh, 64-byte-aligned numpy array, after checking its shape against the config."""
+        entry = self._entry(name)
+        if entry.shape != tuple(expected_shape):
+            raise CheckpointError(f"{entry.file.name}: tensor {name!r} has shape {entry.shape}, but config.json "
+                                  f"implies {tuple(expected_shape)}")
+        out = empty_aligned(entry.shape, entry.dtype)
+        self._pread_into(entry, memoryview(out.reshape(-1).view(np.uint8)))
+        return out
+
+    def _pread_into(self, entry: TensorEntry, buf: memoryview) -> None:
+        """``pread`` until ``buf`` is full (one call returns at most ~2 GiB on Linux)."""
+        if entry.file not in self._fds:
+            self._fds[entry.file] = os.open(entry.file, os.O_RDONLY)
+        fd, done = self._fds[entry.file], 0
+        while done < entry.nbytes:
+            n = os.preadv(fd, [buf[done:]], entry.offset + done)
+            if n == 0:
+                raise CheckpointError(f"{entry.file}: tensor {entry.stored!r}: the file ended after {done} of its "
+                                      f"{entry.nbytes} bytes (truncated while reading?)")
+            done += n
 
     def close(self) -> None:
-        self._handles.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def expected_hf_shape(rule: Rule, our_shape: tuple[int, ...]) -> tuple[int, ...]:
