@@ -111,3 +111,14 @@ def test_bfloat16_within_stated_tolerance(tmp_path):
     cos = np.sum(got * expected, axis=-1)
     assert np.max(np.abs(got - expected)) <= BF16_MAX_ABS, np.max(np.abs(got - expected))
     assert np.min(cos) >= BF16_MIN_COS, cos
+
+
+def test_length_buckets_bound_padding_and_shapes():
+    from vlm2geovec_jax.models.model_inputs import bucket
+
+    assert [bucket(n) for n in (1, 16, 17, 98, 128, 129)] == [16, 16, 32, 128, 128, 256]
+    assert [bucket(n, steps_per_octave=4) for n in (17, 65, 98, 112, 113, 129)] == [20, 80, 112, 112, 128, 160]
+    for steps in (1, 2, 4, 8):
+        sizes = [bucket(n, steps_per_octave=steps) for n in range(1, 1025)]
+        assert all(n <= b <= max(16, n * (1 + 1 / steps)) for n, b in zip(range(1, 1025), sizes))
+        assert len(set(s for s in sizes if s > 64)) == 4 * steps  # (64, 1024]: four octaves

@@ -40,9 +40,13 @@ class EncoderInputs:
         return bool(np.any(np.asarray(self.vision_frame_ids) > 0))
 
 
-def bucket(n: int, minimum: int = 16) -> int:
-    """The smallest power of two >= max(n, minimum): few distinct shapes, at most 2x padding."""
-    return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+def bucket(n: int, minimum: int = 16, *, steps_per_octave: int = 1) -> int:
+    """The smallest bucket >= max(n, minimum): powers of two, each octave cut into ``steps_per_octave`` equal
+    steps (1: 64, 128, 256, ...; 4: 64, 80, 96, 112, 128, 160, ...). Few distinct shapes, and at most
+    1 + 1/steps_per_octave times the padding-free work."""
+    n = max(n, minimum, 1)
+    step = max(1, (1 << math.ceil(math.log2(n))) // (2 * steps_per_octave))  # the octave (power/2, power]
+    return -(-n // step) * step
 
 
 def prepare_inputs(cfg: ModelConfig, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
@@ -132,7 +136,7 @@ def pad_batch_rows(inputs: EncoderInputs, batch: int, length: int) -> EncoderInp
         widths[0] = (0, batch - b)
         if length_axis is not None:
             widths[length_axis] = (0, length - l)
-        return np.pad(x, widths, constant_values=value)
+        return np.pad(x, widths, constant_values=value) if any(w for _, w in widths) else x  # pixels: no copy
 
     return EncoderInputs(input_ids=pad(inputs.input_ids, 0, 1), attention_mask=pad(inputs.attention_mask, 0, 1),
                          position_ids=pad(inputs.position_ids, 0, 2),
