@@ -86,8 +86,10 @@ def _tasks():
         "referring_expression_urban": _task(region, ref, "sampled", "image + expression -> box, urban tiles "
                                             "(for VRSBench)", hard_negatives=True, land_cover=URBAN),
         # semantic geospatial retrieval
-        "geo_localization": _task(geo, sgl, "sampled", "image -> its coordinates, all tiles (for fMoW)"),
-        "geo_localization_land": _task(geo, sgl, "sampled", "image -> its coordinates, land tiles (for SkyScript)",
+        "geo_localization": _task(geo, sgl, "sampled", "image -> its coordinates + place description, "
+                                  "all tiles (for fMoW)"),
+        "geo_localization_land": _task(geo, sgl, "sampled", "image -> its coordinates + place "
+                                       "description, land tiles (for SkyScript)",
                                        land_cover=LAND),
         "geo_image_retrieval": _task(geo, gir, "sampled", "place description + coordinates -> image "
                                      "(for SkyScript)"),

@@ -241,6 +241,9 @@ def test_geoscenes_composed_retrieval_and_indexed_expressions(built):
     assert [p.positive.text for p in caps] == [t.decode() for t in ex["region_captions"]]
     [geo] = adapter("geoscenes", "geo_image_retrieval")(ex, info)
     assert geo.query.text == ex["place_description"].decode()
+    [where] = adapter("geoscenes", "semantic_geo_localization")(ex, info)
+    assert where.positive.text == ex["place_description"].decode() and where.positive.geo == geo.query.geo
+    assert where.query.image == geo.positive.image
 
 
 def test_tfds_task_reads_encoded_images_into_a_pipeline_step(built, data_dir, tmp_path):

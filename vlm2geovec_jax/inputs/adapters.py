@@ -19,7 +19,7 @@ What each dataset gives (feature names in data/README.md):
 | vqa                       | rsvqa, vrsbench, geoscenes              | image + question -> answer             |
 | region_caption            | dior_rsvg, geochat_bench, vrsbench, geo.| image + box -> caption [other captions]|
 | referring_expression      | dior_rsvg, geochat_bench, vrsbench, geo.| image + expression -> image + box [others] |
-| semantic_geo_localization | fmow, skyscript, geoscenes              | image -> location                      |
+| semantic_geo_localization | fmow, skyscript, geoscenes              | image -> location [+ place description]|
 | geo_image_retrieval       | fmow, skyscript, geoscenes              | class / caption / place + location -> image |
 | composed_retrieval        | geoscenes only                          | image + change -> changed image [reference] |
 
@@ -298,8 +298,11 @@ def _check_per_box(texts: Sequence[str], boxes: Sequence[Box], key: str) -> None
 
 
 def semantic_geo_localization(ex: Example, info: SourceInfo) -> list[Pair]:
-    """Image -> its location as a location-only candidate (fmow, skyscript)."""
-    return [_pair("semantic_geo_localization", info, _id(ex), _image_item(ex), Item(geo=_geo(ex)))]
+    """Image -> its location: the coordinates, with the place's description where the source has one
+    (GeoScenes), as in the paper's "Latitude, Longitude (+ optional semantic text)"; fmow and skyscript give
+    location-only candidates."""
+    text = _text(ex, "place_description") if "place_description" in ex else None
+    return [_pair("semantic_geo_localization", info, _id(ex), _image_item(ex), Item(text=text, geo=_geo(ex)))]
 
 
 def geo_image_retrieval(ex: Example, info: SourceInfo) -> list[Pair]:

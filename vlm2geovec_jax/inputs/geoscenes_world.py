@@ -14,7 +14,8 @@ another CPU family numpy's vectorised sin/exp may round a last bit differently).
   pixel extent of what is drawn (xyxy, exclusive right/bottom), and boxes never touch one another.
 - Text: scene class, 2-5 captions, one region caption per object, referring expressions that match exactly
   one object, VQA pairs, a composed-retrieval change ("add two white planes") whose target tile is rendered
-  by the same generator over the same ground, and a description of the place with its coordinates.
+  by the same generator over the same ground, and a description of the place
+  (what it is and its climate belt; the coordinates are the example's lat/lon).
 - Splits come from disjoint regions: the planet is cut into 15x15 degree cells, cell (i, j) with
   (i + 2j) mod 5 == 0 is test, == 1 validation, else train, and a tile's whole footprint lies in one cell.
 
@@ -199,11 +200,6 @@ def climate_belt(lat: float) -> str:
     belt = ("equatorial belt" if a < 10 else "tropical belt" if a < 23.5 else "subtropical belt" if a < 35
             else "temperate belt" if a < 55 else "subpolar belt" if a < 66.5 else "polar region")
     return f"{hemi} {belt}"
-
-
-def format_lat_lon(lat: float, lon: float) -> str:
-    """'41.2 N 12.3 E': named hemispheres, so latitude and longitude cannot be swapped."""
-    return f"{abs(lat):.1f} {'N' if lat >= 0 else 'S'} {abs(lon):.1f} {'E' if lon >= 0 else 'W'}"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity: two objects may share every attribute
@@ -593,31 +589,45 @@ def count_phrase(objects: Sequence[SceneObject]) -> str:
     return join_words([counted(counts[k.name], k) for k in KINDS if counts[k.name]])
 
 
+def covers_phrase(fractions: np.ndarray) -> str:
+    """'farmland and forest': the one or two land covers over 15% of the tile, largest first."""
+    order = [int(i) for i in np.argsort(-fractions, kind="stable") if fractions[i] >= 0.15][:2]
+    return join_words([COVER_NOUNS[i] for i in order])
+
+
+def objects_tail(objects: Sequence[SceneObject]) -> str:
+    """' with two buildings and one vehicle', or ', with no objects in sight'."""
+    return f" with {count_phrase(objects)}" if objects else ", with no objects in sight"
+
+
 def overview_caption(fractions: np.ndarray, objects: Sequence[SceneObject]) -> str:
     """'An aerial image of farmland and forest with two buildings and one vehicle.' (covers >= 15%)."""
-    order = [int(i) for i in np.argsort(-fractions, kind="stable") if fractions[i] >= 0.15][:2]
-    covers = join_words([COVER_NOUNS[i] for i in order])
-    tail = f" with {count_phrase(objects)}" if objects else ", with no objects in sight"
-    return f"An aerial image of {covers}{tail}."
+    return f"An aerial image of {covers_phrase(fractions)}{objects_tail(objects)}."
 
 
 def captions(tile: Tile, rng: np.random.Generator) -> list[str]:
-    """2-5 captions: the overview first, then a random subset of the other templates that apply."""
+    """2-5 captions: the overview first, then a random subset of the other templates that apply.
+
+    Every caption names what the tile shows (its land cover and its objects), so that a caption singles out
+    few tiles: a caption that fits half the planet ('a sea scene') makes text-image search a lottery.
+    """
     objects, fractions = tile.objects, tile.fractions()
     top = int(np.argmax(fractions))
-    others = [f"A {tile.scene.replace('_', ' ')} scene seen from above in the {climate_belt(tile.lat)}.",
-              f"About {int(round(fractions[top] * 10)) * 10}% of the area is {COVER_NOUNS[top]}."]
+    tail = objects_tail(objects)
+    others = [f"A {tile.scene.replace('_', ' ')} scene seen from above{tail}.",
+              f"About {int(round(fractions[top] * 10)) * 10}% of the area is {COVER_NOUNS[top]}{tail}."]
     if objects:
         counts = Counter(o.kind.name for o in objects)
         kind = KIND_BY_NAME[max(counts, key=lambda k: (counts[k], -[x.name for x in KINDS].index(k)))]
         colors = Counter(o.color for o in objects if o.kind is kind)
         parts = join_words([counted(n, kind, c) for c, n in sorted(colors.items(), key=lambda cn: (-cn[1], cn[0]))])
         verb = "is" if counts[kind.name] == 1 else "are"
-        others.append(f"There {verb} {counted(counts[kind.name], kind)} in the image: {parts}.")
+        others.append(f"There {verb} {counted(counts[kind.name], kind)} {SURFACE_PHRASES[top]}: {parts}.")
         obj = objects[int(rng.integers(len(objects)))]
-        others.append(f"A {obj.color} {obj.kind.name} can be seen {POSITION_PHRASES[obj.position]} of the image.")
+        others.append(f"A {obj.color} {obj.kind.name} can be seen {SURFACE_PHRASES[obj.surface]} "
+                      f"{POSITION_PHRASES[obj.position]} of the image.")
     if (tile.surface == ROAD).any():
-        others.append("A road runs through the scene.")
+        others.append(f"A road runs through {covers_phrase(fractions)}{tail}.")
     n_more = int(rng.integers(1, min(4, len(others)) + 1))
     picked = sorted(rng.choice(len(others), n_more, replace=False).tolist())
     return [overview_caption(fractions, objects)] + [others[i] for i in picked]
@@ -649,7 +659,8 @@ def vqa(tile: Tile, kinds: Sequence[str], rng: np.random.Generator) -> list[dict
 
 
 def place_description(tile: Tile) -> str:
-    """'a coastal farmland region in the northern temperate belt, near 41.2 N 12.3 E'."""
+    """'a coastal farmland region in the northern temperate belt': what the place is, not where (the
+    coordinates travel as the example's lat/lon, so a prompt never carries them twice)."""
     fractions = tile.fractions()
     coastal = tile.scene != "sea" and 0.05 <= fractions[WATER] <= 0.7
     if tile.scene == "sea" and fractions[WATER] < 0.9:
@@ -660,7 +671,7 @@ def place_description(tile: Tile) -> str:
             noun = f"a coastal {noun.split(' ', 1)[1]}"
     else:
         noun = f"a {'coastal ' if coastal else ''}{COVER_ADJECTIVES[LAND_COVERS.index(tile.scene)]} region"
-    return f"{noun} in the {climate_belt(tile.lat)}, near {format_lat_lon(tile.lat, tile.lon)}"
+    return f"{noun} in the {climate_belt(tile.lat)}"
 
 
 @dataclasses.dataclass(frozen=True)
