@@ -1,7 +1,8 @@
 """The demo: a tiny Qwen2-VL-shaped encoder trained from scratch on GeoScenes, on a CPU, in minutes.
 
 Every GeoScenes task kind is in the mixture, weighted towards those that learn slowest from scratch (region
-captions, cross-modal search, geolocation). Images are resized to 112 x 112 (64 patches, 16 image tokens) and
+captions above all, then cross-modal search, referring expressions and geolocation); scene classes and VQA
+answers learn fast and get less. Images are resized to 112 x 112 (64 patches, 16 image tokens) and
 every prompt is padded to one length bucket, so training compiles few step shapes (on a CPU a compile costs
 as much as dozens of steps); eight sub-batches of four make a step whose targets are all text-only rare.
 
@@ -20,8 +21,8 @@ DATASET = "geoscenes/demo"
 IMAGE_SIZE = 112
 # task kind -> mixture weight
 MIXTURE = {
-    "scene_classification": 1.0, "text_to_image": 1.5, "image_to_text": 1.5, "vqa": 1.0,
-    "region_caption": 2.0, "referring_expression": 1.5, "semantic_geo_localization": 1.5,
+    "scene_classification": 0.75, "text_to_image": 1.5, "image_to_text": 1.5, "vqa": 0.75,
+    "region_caption": 3.5, "referring_expression": 1.5, "semantic_geo_localization": 1.5,
     "geo_image_retrieval": 1.5, "composed_retrieval": 1.0,
 }
 
@@ -57,7 +58,7 @@ def get_config():
     c.optimizer.weight_decay = 0.01
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.batch_size = 32
-    c.num_steps = 300
+    c.num_steps = 500
     c.data.kind = "pipeline"
     c.data.pipeline = ml_collections.ConfigDict(dict(
         data_dir="", tokenizer="",
