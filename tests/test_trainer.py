@@ -91,3 +91,32 @@ def test_bfloat16_model_trains_float32_master_weights(tmp_path):
     assert np.isfinite(read_metrics(tmp_path)[-1]["loss"])
     exported = nnx.state(load_model(tmp_path / "model"), nnx.Param)
     assert {x.dtype for x in jax.tree.leaves(exported)} == {np.dtype(jnp.bfloat16)}
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_the_run():
+    from vlm2geovec_jax.train.optimizer import make_optimizer
+
+    config = load_config(TINY, ["trainable=full", "loss.learn_temperature=true"])
+    mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    with jax.set_mesh(mesh):
+        model = trainer.build_model(config, mesh)
+        graphdef, params, frozen = trainer.split_trainable(model, config)
+        tx, schedule = make_optimizer(config.optimizer, config.num_steps)
+        step = jax.jit(trainer.make_train_step(trainer.make_grad_fn(graphdef, config, mesh), tx, schedule))
+        source = data_lib.make_source(model.cfg, config, process_index=0, process_count=1)
+        batch = trainer.to_global(source.batch(0), mesh)
+        opt_state = tx.init(params)
+        poisoned = {**params, "log_temperature": jnp.float32(jnp.nan)}  # NaN loss, NaN gradients
+        skipped, opt_state, metrics = step(poisoned, opt_state, frozen, batch, jnp.int32(0))
+        assert (int(metrics["nonfinite_in_a_row"]), int(metrics["nonfinite_total"])) == (1, 1)
+        for got, was in zip(jax.tree.leaves(skipped["model"]), jax.tree.leaves(params["model"])):
+            np.testing.assert_array_equal(got, was)  # no update was applied
+        updated = params
+        for i in (1, 2):  # the first applied update runs at the warm-up's learning rate 0
+            updated, opt_state, metrics = step(updated, opt_state, frozen, batch, jnp.int32(i))
+        assert (int(metrics["nonfinite_in_a_row"]), int(metrics["nonfinite_total"])) == (0, 1)
+        assert any(not np.array_equal(got, was)
+                   for got, was in zip(jax.tree.leaves(updated["model"]), jax.tree.leaves(params["model"])))
+    trainer._check_finite({"nonfinite_in_a_row": 2}, 6, 3)  # under the limit: the run goes on
+    with pytest.raises(FloatingPointError, match="step 7: 3 steps in a row had a non-finite loss"):
+        trainer._check_finite({"nonfinite_in_a_row": 3}, 7, 3)
