@@ -8,7 +8,7 @@ cover (``land_cover``): each row below names the RSMEB task it stands in for. Fi
 world and say nothing about real imagery; they show that training works and what each task needs.
 
 Test tiles come from 15-degree cells of the planet that no training tile comes from (see
-vlm2geovec_jax/inputs/geoscenes_world.py), so the suite is zero-shot in place, as RSMEB is.
+vlm2geovec_jax/geoscenes/__init__.py), so the suite is zero-shot in place, as RSMEB is.
 
     vlm2geovec eval --ckpt CKPT --suite eval/geoscenes.py --data_dir DATA --out OUT
 

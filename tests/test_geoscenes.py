@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm2geovec_jax.inputs import geoscenes_world as gw
+from vlm2geovec_jax.geoscenes.geography import cell_of, climate_belt, region_split
+from vlm2geovec_jax.geoscenes.noise import stream_seed, value_noise
+from vlm2geovec_jax.geoscenes.objects import _ALLOWED, position_name
+from vlm2geovec_jax.geoscenes.terrain import Terrain
+from vlm2geovec_jax.geoscenes.text import expression_text, referring_expression
+from vlm2geovec_jax.geoscenes.tile import SceneObject, Tile
+from vlm2geovec_jax.geoscenes.vocabulary import (COLORS, DESERT, ICE, KIND_BY_NAME, KINDS, MAX_ABS_LAT, NUMBERS,
+                                                 SCENES, SPLITS, TILE_DEG, WATER, counted, join_words)
+from vlm2geovec_jax.geoscenes.world import World
 from vlm2geovec_jax.inputs import tfds_common
 from vlm2geovec_jax.inputs.records import Geo
 
@@ -19,13 +27,13 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def world() -> gw.World:
-    return gw.World(seed=7)
+def world() -> World:
+    return World(seed=7)
 
 
 @pytest.fixture(scope="module")
-def tiles(world) -> list[gw.Tile]:
-    return [world.tile(split, i) for split in gw.SPLITS for i in range(12)]
+def tiles(world) -> list[Tile]:
+    return [world.tile(split, i) for split in SPLITS for i in range(12)]
 
 
 @pytest.fixture(scope="module")
@@ -43,55 +51,55 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def test_same_seed_same_example_different_seed_different_world(world):
-    again = gw.World(seed=7).example("test", 3)
+    again = World(seed=7).example("test", 3)
     first = world.example("test", 3)
     assert first["image"] == again["image"] and first["composed"]["target_image"] == again["composed"]["target_image"]
     assert first["captions"] == again["captions"] and first["lat"] == again["lat"]
-    other = gw.World(seed=8).example("test", 3)
+    other = World(seed=8).example("test", 3)
     assert other["image"] != first["image"] and other["lat"] != first["lat"]
 
 
 def test_different_seeds_give_different_land_cover_maps():
     lat, lon = np.meshgrid(np.linspace(-75, 75, 31), np.linspace(-180, 175, 72), indexing="ij")
-    a, _ = gw.Terrain(0).classify(lat, lon)
-    b, _ = gw.Terrain(1).classify(lat, lon)
+    a, _ = Terrain(0).classify(lat, lon)
+    b, _ = Terrain(1).classify(lat, lon)
     assert (a != b).mean() > 0.3
 
 
 def test_value_noise_wraps_at_the_antimeridian_and_stays_in_unit_range():
     lat = np.array([[-30.0, 10.0, 55.5]])
     wavelengths, salts = np.array([45.0, 0.703125]), np.array([3, 4], np.uint64)
-    east = gw.value_noise(lat, np.full_like(lat, 180.0), wavelengths, salts)
-    west = gw.value_noise(lat, np.full_like(lat, -180.0), wavelengths, salts)
+    east = value_noise(lat, np.full_like(lat, 180.0), wavelengths, salts)
+    west = value_noise(lat, np.full_like(lat, -180.0), wavelengths, salts)
     np.testing.assert_allclose(east, west, rtol=0, atol=1e-12)
-    dense = gw.value_noise(np.linspace(-89, 89, 500), np.linspace(-180, 180, 500), wavelengths, salts)
+    dense = value_noise(np.linspace(-89, 89, 500), np.linspace(-180, 180, 500), wavelengths, salts)
     assert dense.min() >= 0 and dense.max() <= 1 and dense.std() > 0.1
 
 
 def test_stream_seed_is_a_fixed_function_of_its_parts():
-    assert gw.stream_seed(0, 1, 2) == gw.stream_seed(0, 1, 2) != gw.stream_seed(0, 2, 1)
-    assert gw.stream_seed(-1) == gw.stream_seed((1 << 64) - 1)
+    assert stream_seed(0, 1, 2) == stream_seed(0, 1, 2) != stream_seed(0, 2, 1)
+    assert stream_seed(-1) == stream_seed((1 << 64) - 1)
 
 
 # -------------------------------------------------------------------------------------- geography
 
 
 def test_split_regions_are_the_documented_cell_lattice():
-    cells = {(i, j): gw.region_split(-90 + 15 * j + 7.5, -180 + 15 * i + 7.5) for i in range(24) for j in range(12)}
+    cells = {(i, j): region_split(-90 + 15 * j + 7.5, -180 + 15 * i + 7.5) for i in range(24) for j in range(12)}
     for (i, j), split in cells.items():
         assert split == {0: "test", 1: "validation"}.get((i + 2 * j) % 5, "train")
     shares = Counter(cells.values())
     assert shares["test"] in range(56, 60) and shares["validation"] in range(56, 60)
-    assert gw.region_split(0.5, 0.5) == "train" and gw.region_split(-82.0, -177.0) == "test"
+    assert region_split(0.5, 0.5) == "train" and region_split(-82.0, -177.0) == "test"
 
 
 def test_train_and_test_tiles_come_from_disjoint_regions(tiles):
-    boxes = {s: [t.bbox_lonlat for t in tiles if t.split == s] for s in gw.SPLITS}
+    boxes = {s: [t.bbox_lonlat for t in tiles if t.split == s] for s in SPLITS}
     for split, footprints in boxes.items():
         for west, south, east, north in footprints:
             corners = [(south, west), (south, east), (north, west), (north, east)]
-            assert {gw.region_split(la, lo) for la, lo in corners} == {split}
-            assert len({gw.cell_of(la, lo) for la, lo in corners}) == 1
+            assert {region_split(la, lo) for la, lo in corners} == {split}
+            assert len({cell_of(la, lo) for la, lo in corners}) == 1
     for a in boxes["train"]:  # brute force: no train footprint touches a test or validation footprint
         for b in boxes["test"] + boxes["validation"]:
             assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
@@ -99,34 +107,34 @@ def test_train_and_test_tiles_come_from_disjoint_regions(tiles):
 
 def test_tile_centre_and_footprint_are_valid_named_coordinates(tiles):
     for t in tiles:
-        assert abs(t.lat) <= gw.MAX_ABS_LAT and -180 <= t.lon <= 180
+        assert abs(t.lat) <= MAX_ABS_LAT and -180 <= t.lon <= 180
         Geo(t.lat, t.lon, t.bbox_lonlat)  # raises RecordError if the point is outside its box
         west, south, east, north = t.bbox_lonlat
-        assert north - south == pytest.approx(gw.TILE_DEG)
-        assert (east - west) * math.cos(math.radians(t.lat)) == pytest.approx(gw.TILE_DEG, rel=1e-9)
+        assert north - south == pytest.approx(TILE_DEG)
+        assert (east - west) * math.cos(math.radians(t.lat)) == pytest.approx(TILE_DEG, rel=1e-9)
 
 
 def test_land_cover_follows_latitude():
-    terrain = gw.Terrain(3)
+    terrain = Terrain(3)
     lon = np.linspace(-180, 179, 360)
 
     def share(code: int, lats) -> float:
         la, lo = np.meshgrid(np.asarray(lats, float), lon, indexing="ij")
         codes, _ = terrain.classify(la, lo)
-        land = codes != gw.WATER
+        land = codes != WATER
         return ((codes == code) & land).sum() / max(land.sum(), 1)
 
-    assert share(gw.ICE, [76, 78, -76, -78]) > 0.9
-    assert share(gw.ICE, np.linspace(-35, 35, 15)) == 0
-    assert share(gw.DESERT, [22, 25, 28, -22, -25, -28]) > 2 * share(gw.DESERT, [48, 52, 56, -48, -52, -56])
-    sea = gw.Terrain(3).classify(*np.meshgrid(np.linspace(-60, 60, 41), lon, indexing="ij"))[0] == gw.WATER
+    assert share(ICE, [76, 78, -76, -78]) > 0.9
+    assert share(ICE, np.linspace(-35, 35, 15)) == 0
+    assert share(DESERT, [22, 25, 28, -22, -25, -28]) > 2 * share(DESERT, [48, 52, 56, -48, -52, -56])
+    sea = Terrain(3).classify(*np.meshgrid(np.linspace(-60, 60, 41), lon, indexing="ij"))[0] == WATER
     assert 0.2 < sea.mean() < 0.6
 
 
 def test_place_text_golden():
-    assert gw.climate_belt(41.2) == "northern temperate belt"
-    assert gw.climate_belt(-70.0) == "southern polar region"
-    assert gw.climate_belt(5.0) == "northern equatorial belt"
+    assert climate_belt(41.2) == "northern temperate belt"
+    assert climate_belt(-70.0) == "southern polar region"
+    assert climate_belt(5.0) == "northern equatorial belt"
 
 
 def test_place_description_names_the_place_and_its_belt_not_its_coordinates(examples):
@@ -134,7 +142,7 @@ def test_place_description_names_the_place_and_its_belt_not_its_coordinates(exam
     for ex in examples:
         text = ex["place_description"]
         assert pattern.match(text), text
-        assert text.endswith(gw.climate_belt(ex["lat"]))
+        assert text.endswith(climate_belt(ex["lat"]))
         assert not re.search(r"\d", text), text
 
 
@@ -155,22 +163,22 @@ def test_boxes_are_inside_the_tile_and_are_exactly_the_drawn_pixels(tiles):
             ys, xs = np.nonzero(changed[y1:y2, x1:x2])
             assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (0, 0, x2 - x1, y2 - y1)  # tight box
             colors = Counter(map(tuple, img[y1:y2, x1:x2][obj.mask].tolist()))
-            assert colors.most_common(1)[0][0] == gw.COLORS[obj.color]
-            assert gw._ALLOWED[obj.kind.name][t.surface[y1:y2, x1:x2][obj.mask]].all()
+            assert colors.most_common(1)[0][0] == COLORS[obj.color]
+            assert _ALLOWED[obj.kind.name][t.surface[y1:y2, x1:x2][obj.mask]].all()
             n_objects += 1
         assert not changed[~inside].any(), "pixels changed outside every box"
     assert n_objects > 20
 
 
 def test_position_names_follow_thirds_of_the_tile():
-    assert gw.position_name((0, 0, 10, 10), 112) == "top-left"
-    assert gw.position_name((50, 50, 62, 62), 112) == "center"
-    assert gw.position_name((100, 40, 112, 60), 112) == "right"
-    assert gw.position_name((30, 100, 40, 112), 112) == "bottom-left"
+    assert position_name((0, 0, 10, 10), 112) == "top-left"
+    assert position_name((50, 50, 62, 62), 112) == "center"
+    assert position_name((100, 40, 112, 60), 112) == "right"
+    assert position_name((30, 100, 40, 112), 112) == "bottom-left"
 
 
 def test_num_object_kinds_limits_the_kinds_everywhere():
-    world = gw.World(seed=2, num_object_kinds=2)
+    world = World(seed=2, num_object_kinds=2)
     for i in range(10):
         ex = world.example("train", i)
         labels = set(ex["box_labels"]) | set(ex["composed"]["target_box_labels"])
@@ -180,7 +188,7 @@ def test_num_object_kinds_limits_the_kinds_everywhere():
 
 
 def test_tile_size_224_scales_the_world():
-    ex = gw.World(seed=1, tile_size=224).example("validation", 0)
+    ex = World(seed=1, tile_size=224).example("validation", 0)
     assert decode_png(ex["image"]).shape == (224, 224, 3)
     assert ex["image_size"].tolist() == [224, 224]
     assert ex["boxes"].size == 0 or ex["boxes"].max() <= 224
@@ -189,9 +197,9 @@ def test_tile_size_224_scales_the_world():
 # ------------------------------------------------------------------------------------------- text
 
 
-def described_by(expression: str, obj: gw.SceneObject) -> bool:
+def described_by(expression: str, obj: SceneObject) -> bool:
     """Brute force: does some subset of obj's attributes spell exactly this expression?"""
-    return any(expression == gw.expression_text(obj.kind, c, p) for c in (None, obj.color)
+    return any(expression == expression_text(obj.kind, c, p) for c in (None, obj.color)
                for p in (None, obj.position))
 
 
@@ -214,18 +222,18 @@ def test_referring_expressions_single_out_one_object(world):
 
 
 def test_referring_expression_golden():
-    ship = gw.KIND_BY_NAME["ship"]
+    ship = KIND_BY_NAME["ship"]
 
     def obj(color, position):
-        return gw.SceneObject(ship, color, (0, 0, 1, 1), np.ones((1, 1), bool), np.ones((1, 1), np.float32),
-                              gw.WATER, "", position)
+        return SceneObject(ship, color, (0, 0, 1, 1), np.ones((1, 1), bool), np.ones((1, 1), np.float32),
+                              WATER, "", position)
     a, b, c, d = obj("red", "top-left"), obj("red", "bottom"), obj("white", "top-left"), obj("white", "top-left")
-    assert gw.referring_expression(a, [a]) == "the ship"
-    assert gw.referring_expression(a, [a, c]) == "the red ship"
-    assert gw.referring_expression(a, [a, b, c]) == "the red ship in the top-left"
-    assert gw.referring_expression(b, [a, b, c]) == "the ship at the bottom"
-    assert gw.referring_expression(c, [a, b, c]) == "the white ship"
-    assert gw.referring_expression(c, [a, b, c, d]) is None
+    assert referring_expression(a, [a]) == "the ship"
+    assert referring_expression(a, [a, c]) == "the red ship"
+    assert referring_expression(a, [a, b, c]) == "the red ship in the top-left"
+    assert referring_expression(b, [a, b, c]) == "the ship at the bottom"
+    assert referring_expression(c, [a, b, c]) == "the white ship"
+    assert referring_expression(c, [a, b, c, d]) is None
 
 
 def test_example_text_fields_agree_with_the_objects(examples):
@@ -240,7 +248,7 @@ def test_example_text_fields_agree_with_the_objects(examples):
         for qa in ex["qa"]:
             q, a = qa["question"], qa["answer"]
             if qa["question_type"] == "count":
-                kind = next(k for k in gw.KINDS if f" {k.plural} " in q)
+                kind = next(k for k in KINDS if f" {k.plural} " in q)
                 assert a == str(counts[kind.name])
             elif qa["question_type"] == "presence":
                 kind = re.match(r"Is there a (.+) in the image\?", q).group(1)
@@ -250,9 +258,9 @@ def test_example_text_fields_agree_with_the_objects(examples):
             elif qa["question_type"] == "scene":
                 assert a == ex["label"].replace("_", " ")
         overview = ex["captions"][0]
-        for kind in gw.KINDS:
+        for kind in KINDS:
             if counts[kind.name]:
-                assert gw.counted(counts[kind.name], kind) in overview
+                assert counted(counts[kind.name], kind) in overview
 
 
 def test_position_answers_match_the_box(world):
@@ -261,15 +269,15 @@ def test_position_answers_match_the_box(world):
         for qa in ex["qa"]:
             if qa["question_type"] == "position":
                 hits = [o for o in t.objects if qa["question"] == f"Where is the {o.color} {o.kind.name}?"]
-                assert len(hits) == 1 and gw.position_name(hits[0].xyxy, t.size) == qa["answer"]
+                assert len(hits) == 1 and position_name(hits[0].xyxy, t.size) == qa["answer"]
 
 
 def test_counted_and_join_words_golden():
-    ship = gw.KIND_BY_NAME["ship"]
-    assert gw.counted(1, ship, "red") == "one red ship"
-    assert gw.counted(3, ship) == "three ships"
-    assert gw.counted(15, gw.KIND_BY_NAME["storage tank"]) == "15 storage tanks"
-    assert gw.join_words(["a", "b", "c"]) == "a, b and c"
+    ship = KIND_BY_NAME["ship"]
+    assert counted(1, ship, "red") == "one red ship"
+    assert counted(3, ship) == "three ships"
+    assert counted(15, KIND_BY_NAME["storage tank"]) == "15 storage tanks"
+    assert join_words(["a", "b", "c"]) == "a, b and c"
 
 
 # ------------------------------------------------------------------------------------- composed
@@ -286,14 +294,14 @@ def test_composed_edit_does_what_its_words_say(world):
         seen[c["change_type"]] += 1
         if c["change_type"] == "add":
             n_word, color, noun = re.match(r"add (a|\w+) (\w+) (.+)$", c["change"]).groups()
-            n = 1 if n_word == "a" else gw.NUMBERS.index(n_word)
-            kind = next(k for k in gw.KINDS if noun in (k.name, k.plural))
+            n = 1 if n_word == "a" else NUMBERS.index(n_word)
+            kind = next(k for k in KINDS if noun in (k.name, k.plural))
             assert after[kind.name] - before[kind.name] == n and sum(after.values()) - sum(before.values()) == n
             assert c["target_box_colors"][-n:] == [color] * n
             np.testing.assert_array_equal(c["target_boxes"][:-n], ex["boxes"])
         elif c["change_type"] == "remove":
             noun = c["change"].removeprefix("remove the ")
-            kind = next(k for k in gw.KINDS if noun in (k.name, k.plural))
+            kind = next(k for k in KINDS if noun in (k.name, k.plural))
             assert before[kind.name] > 0 and after[kind.name] == 0
         elif c["change_type"] == "remove_one":
             expression = c["change"].removeprefix("remove ")
@@ -327,7 +335,7 @@ def test_composed_edit_does_what_its_words_say(world):
 ])
 def test_bad_world_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError) as err:
-        gw.World(**kwargs)
+        World(**kwargs)
     assert str(err.value) == message
 
 
@@ -370,16 +378,16 @@ def test_tiny_config_builds_and_reads_back_without_tf(tmp_path):
     builder = build(tmp_path, "tiny")
     assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
         "train": 24, "validation": 8, "test": 8}
-    assert builder.info.features["label"].names == list(gw.SCENES)
+    assert builder.info.features["label"].names == list(SCENES)
     source = builder.as_data_source(split="validation")
     got = source[0]
-    want = gw.World(0).example("validation", int(got["image_id"].decode().rsplit("_", 1)[1]))
+    want = World(0).example("validation", int(got["image_id"].decode().rsplit("_", 1)[1]))
     assert got["image"].shape == (112, 112, 3) and got["image"].dtype == np.uint8
     np.testing.assert_array_equal(got["image"], decode_png(want["image"]))
     np.testing.assert_array_equal(got["composed"]["target_image"], decode_png(want["composed"]["target_image"]))
     assert got["lat"].dtype == np.float64 and float(got["lat"]) == want["lat"] and float(got["lon"]) == want["lon"]
     np.testing.assert_array_equal(got["bbox_lonlat"], want["bbox_lonlat"])
-    assert gw.SCENES[int(got["label"])] == want["label"]
+    assert SCENES[int(got["label"])] == want["label"]
     assert [e.decode() for e in got["expressions"]] == want["expressions"]
     assert got["expression_box_index"].dtype == np.int32
     np.testing.assert_array_equal(got["expression_box_index"], want["expression_box_index"])

@@ -1,11 +1,11 @@
 """GeoScenes: a synthetic planet of aerial tiles with everything every RSMEB task kind needs, from a seed.
 
-Nothing is downloaded and there is no manual directory: `vlm2geovec_jax.inputs.geoscenes_world` renders
+Nothing is downloaded and there is no manual directory: `vlm2geovec_jax.geoscenes` renders
 each tile from (seed, split, index), so the same config always writes byte-identical ArrayRecord shards.
 One example holds the tile and its scene class, captions, object boxes with region captions, referring
 expressions (each unique in its tile), VQA pairs, the tile centre's lat/lon with a place description, and a
 composed-retrieval edit with its target tile rendered over the same ground. Train, validation and test
-tiles come from disjoint 15-degree cells of the planet (see the generator's module docstring).
+tiles come from disjoint 15-degree cells of the planet (see the generator's package docstring).
 
     python -m vlm2geovec_jax.inputs.tfds_common data/geoscenes --data_dir OUT --config tiny
 
@@ -19,18 +19,20 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vlm2geovec_jax.inputs import geoscenes_world, tfds_common
+from vlm2geovec_jax.geoscenes.vocabulary import KINDS, SCENES
+from vlm2geovec_jax.geoscenes.world import World
+from vlm2geovec_jax.inputs import tfds_common
 
 _TEXTS = tfds.features.Sequence(tfds.features.Text())
 
 
 @dataclasses.dataclass
 class GeoScenesConfig(tfds.core.BuilderConfig):
-    """World seed, tile size in pixels, the first `num_object_kinds` of geoscenes_world.KINDS, tiles per split."""
+    """World seed, tile size in pixels, the first `num_object_kinds` of KINDS, tiles per split."""
 
     seed: int = 0
     tile_size: int = 112
-    num_object_kinds: int = len(geoscenes_world.KINDS)
+    num_object_kinds: int = len(KINDS)
     num_train: int = 0
     num_validation: int = 0
     num_test: int = 0
@@ -65,7 +67,7 @@ class Builder(tfds_common.ManualBuilder):
             "image": tfds.features.Image(shape=(size, size, 3)),
             "image_id": tfds.features.Text(),
             "image_size": tfds_common.SIZE_FEATURE,
-            "label": tfds.features.ClassLabel(names=geoscenes_world.SCENES),
+            "label": tfds.features.ClassLabel(names=SCENES),
             "land_cover": tfds.features.Text(),
             "captions": _TEXTS,
             "boxes": tfds_common.BOX_FEATURE,
@@ -96,10 +98,10 @@ class Builder(tfds_common.ManualBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config = self.builder_config
-        world = geoscenes_world.World(config.seed, config.tile_size, config.num_object_kinds)
+        world = World(config.seed, config.tile_size, config.num_object_kinds)
         return {split: self._generate_examples(world, split, n) for split, n in config.split_sizes().items()}
 
-    def _generate_examples(self, world: geoscenes_world.World, split: str, num_tiles: int):
+    def _generate_examples(self, world: World, split: str, num_tiles: int):
         for index in range(num_tiles):
             example = world.example(split, index)
             yield example["image_id"], example
