@@ -14,7 +14,7 @@ from PIL import Image
 from vlm2geovec_jax import cli, demo
 from vlm2geovec_jax.inputs.records import Box, EvalRow, Geo, Item
 from vlm2geovec_jax.models.presets import get_preset
-from vlm2geovec_jax.rsmeb.cache import item_key
+from vlm2geovec_jax.inputs.identity import item_key
 from vlm2geovec_jax.rsmeb.suite import load_suite
 from vlm2geovec_jax.train.config import load_config
 
@@ -149,10 +149,13 @@ def test_end_to_end_writes_a_well_formed_report(tiny_run):
 
 
 def test_end_to_end_checkpoint_is_self_contained(tiny_run):
-    from vlm2geovec_jax.inputs.embed_items import image_config_from
+    from vlm2geovec_jax.inputs.image import ImageConfig
+    from vlm2geovec_jax.inputs.processing import Processing
 
-    assets = tiny_run.workdir / "train" / "model" / "assets"
+    model = tiny_run.workdir / "train" / "model"
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        assert (assets / name).read_bytes() == (tiny_run.workdir / "tokenizer" / name).read_bytes()
-    config = image_config_from(assets)
-    assert (config.min_pixels, config.max_pixels) == (56 * 56, 112 * 112)
+        assert (model / "assets" / name).read_bytes() == (tiny_run.workdir / "tokenizer" / name).read_bytes()
+    processing = Processing.read(model)  # what training used: configs/demo.py's data.pipeline
+    assert processing.image.fixed_size == (112, 112) and processing.length_buckets == (112,)
+    transformers_view = ImageConfig.from_preprocessor_config(model / "assets" / "preprocessor_config.json")
+    assert (transformers_view.min_pixels, transformers_view.max_pixels) == (112 * 112, 112 * 112)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from hf_utils import hf_embed, hf_model, transformers
 from vlm2geovec_jax import cli
-from vlm2geovec_jax.inputs.collate import collate, content_id, content_ids
+from vlm2geovec_jax.inputs.collate import collate, content_ids
 from vlm2geovec_jax.inputs.image import ImageConfig
 from vlm2geovec_jax.inputs.records import Item
 from vlm2geovec_jax.inputs.tokenizer import Tokenizer, build_demo_tokenizer
@@ -96,7 +96,7 @@ def test_embed_matches_transformers_on_documented_prompts(hf_dir, cases, tmp_pat
     assert np.abs(ours[2] - ours[4]).max() > 1e-2  # same image, different text: different vectors
 
 
-def test_collate_renders_the_documented_prompts(hf_dir, cases):
+def test_collate_renders_the_documented_prompts(hf_dir, cases, tmp_path):
     from vlm2geovec_jax.inputs.records import item_from_dict
 
     tok = Tokenizer.from_dir(hf_dir)
@@ -108,8 +108,28 @@ def test_collate_renders_the_documented_prompts(hf_dir, cases):
         assert text == prompt.replace("<|image_pad|>", ""), row
     assert batch.input_ids.shape == (5, 64) and batch.pixel_values.shape == (5, 1, 24, 1176)  # 16- and 24-patch images
     ids = content_ids(items)
-    assert ids[0] == content_id(cases[0][1]) and len(set(ids.tolist())) == 5 and (ids > 0).all()
-    assert content_ids([Item(text="a")])[0] == content_ids([Item(text="a")])[0] != content_id("a", b"x")
+    assert len(set(ids.tolist())) == 5 and (ids > 0).all()
+    same_prompt = content_ids([Item(text="a b"), Item(instruction="a", text="b"), Item(text="a  b")])
+    assert same_prompt[0] == same_prompt[1] != same_prompt[2]  # identity = what the model sees
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(cases[1][2].read_bytes())
+    images = content_ids([Item(image=str(cases[1][2])), Item(image=str(copy)), Item(image=cases[1][2].read_bytes()),
+                          Item(image=str(cases[0][2]))])
+    assert images[0] == images[1] == images[2] != images[3]  # the image's bytes, not its path
+
+
+def test_boxes_without_image_size_take_the_size_of_the_image(cases):
+    from vlm2geovec_jax.inputs.errors import RecordError
+    from vlm2geovec_jax.inputs.records import item_from_dict
+
+    given = cases[2][0]
+    assert given["image_size"] == [64, 48]
+    inferred = item_from_dict({k: v for k, v in given.items() if k != "image_size"})
+    assert inferred.image_size == (64, 48) and inferred == item_from_dict(given)
+    with pytest.raises(RecordError) as err:
+        item_from_dict({**given, "image_size": [48, 64]}, file="items.jsonl", record=7)
+    assert str(err.value) == (f"file items.jsonl, record 7, field image_size: [48, 64] disagrees with the image "
+                              f"{given['image']}, which is 64x48 pixels")
 
 
 def test_embed_skip_gives_nan_rows_and_raise_names_the_record(hf_dir, cases, tmp_path, capsys):

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from vlm2geovec_jax.inputs.adapters import SourceInfo, pair_json
-from vlm2geovec_jax.inputs.collate import content_id
+from vlm2geovec_jax.inputs.identity import content_id, item_key
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.image import ImageConfig
 from vlm2geovec_jax.inputs.pipeline import Pipeline, PipelineConfig, Task, TaskPlan, patch_budget, shard_bounds
+from vlm2geovec_jax.inputs.records import Item
 from vlm2geovec_jax.inputs.tokenizer import Tokenizer, build_demo_tokenizer
 from vlm2geovec_jax.models.presets import model_config
 
@@ -77,7 +78,7 @@ def test_step_layout_with_hard_negatives(tok):
     # the positive's content id is the hash of its prompt; fillers get 0
     ids = step["target_ids"]
     assert set(ids[~step["target_valid"]].tolist()) <= {0}
-    assert ids[0] == content_id(f"answer {step['sources'][0].rsplit('/', 1)[1]}")
+    assert ids[0] == content_id(item_key(Item(text=f"answer {step['sources'][0].rsplit('/', 1)[1]}")))
     assert step["target"].pixel_values.shape == (18, 1, 4, 1176)  # no image on this side: one empty merge window
 
 
@@ -85,7 +86,7 @@ def test_content_ids_mark_duplicate_targets(tok):
     same = [record("d", i, positive={"text": "yes"}) for i in range(4)]
     p = pipeline(tok, [Task("d", same, pair_json, SourceInfo("d", "train"))], sub_batch_size=4, sub_batches=1)
     ids = p[0]["target_ids"]
-    assert len(set(ids.tolist())) == 1 and ids[0] == content_id("yes")
+    assert len(set(ids.tolist())) == 1 and ids[0] == content_id(item_key(Item(text="yes")))
 
 
 def test_every_sub_batch_is_homogeneous_and_follows_the_plan(tok):

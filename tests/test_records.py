@@ -43,8 +43,7 @@ def _error(d: dict) -> str:
     ({**IMG, "boxes": [{"xyxy": [-1, 0, 10, 10]}]},
      "boxes[0].xyxy: box [-1, 0, 10, 10] lies outside the 800x600 image; expected 0 <= x1 < x2 <= 800 "
      "and 0 <= y1 < y2 <= 600"),
-    ({"image": "a.png", "boxes": [{"xyxy": [0, 0, 1, 1]}]},
-     "boxes: boxes need an image and its image_size [width, height] to be checked and normalised"),
+    ({"text": "a", "boxes": [{"xyxy": [0, 0, 1, 1]}]}, "boxes: boxes need an image to be checked and normalised"),
     ({**IMG, "boxes": [{"xyxy": [0, 0, 1, 1], "angle": 360}]}, "boxes[0].angle: angle 360 outside [0, 360) degrees"),
     ({**IMG, "boxes": [{"xyxy": [0, 0, 1, 1], "label": 3}]}, "boxes[0].label: expected a string, got int 3"),
     ({"text": 42}, "text: expected a string, got int 42"),

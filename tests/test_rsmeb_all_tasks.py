@@ -37,7 +37,9 @@ from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer
 from vlm2geovec_jax.models.presets import model_config
 from vlm2geovec_jax.rsmeb import crop, runner
 from vlm2geovec_jax.rsmeb import rows as rows_lib
-from vlm2geovec_jax.rsmeb.cache import EmbeddingCache, item_key, model_slug
+from vlm2geovec_jax.embedder import Embedder
+from vlm2geovec_jax.inputs.identity import item_key
+from vlm2geovec_jax.rsmeb.cache import EmbeddingCache, model_slug
 from vlm2geovec_jax.rsmeb.suite import load_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,19 +194,16 @@ def checkpoint(tmp_path_factory):
 
 
 class CountingEmbeds:
-    """Wraps runner.checkpoint_embed_fn so every item handed to the model is counted."""
+    """Wraps Embedder.embed so every item handed to the model is counted."""
 
     def __init__(self):
         self.items = 0
-        self._real = runner.checkpoint_embed_fn
+        self._real = Embedder.embed
 
-    def __call__(self, ckpt, **kwargs):
-        embed_fn = self._real(ckpt, **kwargs)
-
-        def counted(items):
-            self.items += len(items)
-            return embed_fn(items)
-        return counted
+    def __call__(self, embedder, items, **kwargs):
+        items = list(items)
+        self.items += len(items)
+        return self._real(embedder, items, **kwargs)
 
 
 def _eval(ckpt: Path, data_dir: Path, out: Path) -> str:
@@ -223,7 +222,7 @@ def run(checkpoint, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     counting = CountingEmbeds()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "checkpoint_embed_fn", counting)
+        mp.setattr(Embedder, "embed", lambda self, items, **kw: counting(self, items, **kw))
         printed = _eval(checkpoint, data_dir, out)
         assert f"report written to {out / 'report.md'}" in printed
         first = counting.items

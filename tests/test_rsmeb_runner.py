@@ -13,7 +13,8 @@ from PIL import Image
 from vlm2geovec_jax.inputs.adapters import SourceInfo
 from vlm2geovec_jax.inputs.records import EvalRow, Item
 from vlm2geovec_jax.rsmeb import rows as rows_lib
-from vlm2geovec_jax.rsmeb.cache import EmbeddingCache, item_key
+from vlm2geovec_jax.inputs.identity import item_key
+from vlm2geovec_jax.rsmeb.cache import EmbeddingCache
 from vlm2geovec_jax.rsmeb.rows import SplitSource, build_rows, build_task_rows, held_out_positions
 from vlm2geovec_jax.rsmeb.runner import run_suite
 from vlm2geovec_jax.rsmeb.suite import suite_from_config
@@ -278,26 +279,26 @@ def test_evalrow_inputs_unchanged(rows):
 
 
 def test_end_to_end_with_the_tiny_encoder(tmp_path):
-    """The real embedding path (inputs/embed_items.py, tiny random encoder): runs, resumes, and beats nothing."""
+    """The real embedding path (Embedder.embed, tiny random encoder): runs, resumes, and beats nothing."""
     from flax import nnx
 
     from vlm2geovec_jax.embedder import Embedder
     from vlm2geovec_jax.inputs.image import ImageConfig
+    from vlm2geovec_jax.inputs.processing import Processing
     from vlm2geovec_jax.inputs.tokenizer import Tokenizer, build_demo_tokenizer
     from vlm2geovec_jax.models.encoder import Encoder
     from vlm2geovec_jax.models.presets import model_config
     from vlm2geovec_jax.rsmeb.crop import with_crop_baseline
-    from vlm2geovec_jax.rsmeb.runner import embedder_embed_fn
 
     small = suite_from_config(suite_config(toy_cls={"num_queries": 6}, toy_ref={"num_queries": 3, "num_candidates": 4}))
     small = small.subset(["toy_cls", "toy_ref"])
     small = dataclasses.replace(small, crop_baseline=True)
     rows = build_rows(small, loader=loader)
     small, rows = with_crop_baseline(small, rows)
-    embedder = Embedder(Encoder(model_config("tiny"), rngs=nnx.Rngs(0)))
     tokenizer = Tokenizer.from_dir(build_demo_tokenizer(tmp_path / "tok"))
-    images = ImageConfig(min_pixels=28 * 28, max_pixels=56 * 56)
-    embed_fn = Counting(embedder_embed_fn(embedder, tokenizer=tokenizer, image_config=images, batch_size=8))
+    processing = Processing(image=ImageConfig(min_pixels=28 * 28, max_pixels=56 * 56))
+    embedder = Embedder(Encoder(model_config("tiny"), rngs=nnx.Rngs(0)), tokenizer=tokenizer, processing=processing)
+    embed_fn = Counting(lambda items: embedder.embed(items, batch_size=8))
     report = run_suite(embed_fn, small, rows, tmp_path / "out", model_key="tiny-random", progress=False)
     assert embed_fn.count == len(unique_items(rows))
     assert [t["task"] for t in report["tasks"]] == ["toy_cls", "toy_ref"]
@@ -363,8 +364,11 @@ def test_eval_command_end_to_end(tmp_path, monkeypatch, capsys):
     """The CLI entry: suite file by path, rows from built TFDS data, checkpoint identity as the cache key."""
     from pathlib import Path
 
+    from vlm2geovec_jax import embedder as embedder_lib
     from vlm2geovec_jax.inputs import tfds_common
+    from vlm2geovec_jax.inputs.processing import Processing
     from vlm2geovec_jax.rsmeb import runner
+    from vlm2geovec_jax.weights.checkpoint import checkpoint_key
 
     data = Path(__file__).resolve().parents[1] / "data"
     tfds_common.build(data / "dior_rsvg", manual_dir=data / "dior_rsvg" / "dummy_data", data_dir=tmp_path / "tfds")
@@ -378,7 +382,16 @@ def test_eval_command_end_to_end(tmp_path, monkeypatch, capsys):
     ckpt.mkdir()
     (ckpt / "model_config.json").write_text("{}")
     counting = Counting()
-    monkeypatch.setattr(runner, "checkpoint_embed_fn", lambda path, **kw: counting)
+
+    class FakeEmbedder:  # what eval_command needs of the Embedder load() returns
+        processing = Processing()
+
+        def __init__(self, path):
+            self.key = checkpoint_key(path)
+
+        def embed(self, items, **kwargs):
+            return counting(list(items))
+    monkeypatch.setattr(embedder_lib, "load", FakeEmbedder)
     path = runner.eval_command(ckpt, tmp_path / "suite.py", tmp_path / "tfds", tmp_path / "out", progress=False)
     assert path == tmp_path / "out" / "report.md" and "ref_crop" in path.read_text()
     assert f"RSMEB report written to {path}" in capsys.readouterr().out

@@ -13,6 +13,8 @@ from flax import nnx
 
 from hf_utils import hf_model, torch, transformers
 from vlm2geovec_jax import load, sharding
+from vlm2geovec_jax.inputs.image import ImageConfig
+from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer
 from vlm2geovec_jax.models.presets import model_config
 from vlm2geovec_jax.weights import checkpoint, convert
 from vlm2geovec_jax.weights.hf import ALIGNMENT, CheckpointError, HFCheckpoint
@@ -23,7 +25,7 @@ from safetensors.numpy import load_file, save_file
 def hf_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("hf")
     hf_model(model_config("tiny"), seed=1).save_pretrained(path)
-    (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 128}))
+    build_demo_tokenizer(path)
     return path
 
 
@@ -42,12 +44,16 @@ def test_round_trip_is_bit_identical(hf_dir, tmp_path):
     for name, value in before.items():
         if name in after:
             assert after[name].dtype == value.dtype and np.array_equal(after[name], value), name
-    assert (out / "tokenizer_config.json").is_file() and "PyTorch" in (out / "README.md").read_text()
+    assert "PyTorch" in (out / "README.md").read_text()
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the artifact carries them through
+        assert (out / name).read_bytes() == (hf_dir / name).read_bytes()
+    assert ImageConfig.from_preprocessor_config(out / "preprocessor_config.json") == ImageConfig()
 
 
 def test_bfloat16_round_trip_keeps_dtype_and_bits(tmp_path):
     cfg = model_config("tiny").replace(tie_word_embeddings=False)
     hf_model(cfg, seed=2).to(torch.bfloat16).save_pretrained(tmp_path / "hf")
+    build_demo_tokenizer(tmp_path / "hf")
     ckpt = convert.import_hf(tmp_path / "hf", tmp_path / "ckpt", progress=False)
     assert checkpoint.read_model_config(ckpt).param_dtype == "bfloat16"
     out = convert.export_checkpoint(ckpt, tmp_path / "out", progress=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -56,12 +57,18 @@ def _export_hf(args: argparse.Namespace) -> None:
 
 
 def _parse_mesh(text: str):
-    from vlm2geovec_jax.sharding import make_mesh
+    from vlm2geovec_jax.sharding import MESH_AXES, make_mesh
     try:
         shape = {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
     except ValueError:
-        raise SystemExit(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=-1,tensor=1") from None
-    return make_mesh(shape)
+        raise ValueError(f"--mesh {text!r}: expected axis=size pairs, e.g. data=1,fsdp=-1,tensor=1") from None
+    unknown = sorted(set(shape) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"--mesh {text!r}: unknown axis {unknown[0]!r}; axes are {', '.join(MESH_AXES)}")
+    try:
+        return make_mesh(shape)
+    except ValueError as err:
+        raise ValueError(f"--mesh {text!r}: {err}") from None
 
 
 # ---- embeddings --------------------------------------------------------------------------------------------
@@ -76,8 +83,10 @@ def _parse_mesh(text: str):
        on_bad_record=dict(choices=["raise", "skip"], default="raise",
                           help="stop at the first bad item, or skip it (logged, counted, its row is NaN)"))
 def _embed(args: argparse.Namespace) -> None:
-    from vlm2geovec_jax.inputs.embed_items import embed_jsonl
-    out, rows, bad = embed_jsonl(args.ckpt, args.items, args.out, batch_size=args.batch_size,
+    from vlm2geovec_jax.embedder import embed_jsonl, load
+    if not os.path.isfile(args.items):
+        raise FileNotFoundError(f"--items {args.items}: items file not found; expected a JSONL file of Items")
+    out, rows, bad = embed_jsonl(load(args.ckpt), args.items, args.out, batch_size=args.batch_size,
                                  on_bad_record=args.on_bad_record)
     if bad.total:
         print(bad.summary())

@@ -1,9 +1,9 @@
 """``vlm2geovec demo``: the whole system on a laptop CPU in minutes, with nothing downloaded.
 
-Five stages, all into one work directory: build the synthetic GeoScenes world (data/geoscenes) and the demo
-tokenizer, train configs/demo.py from scratch, make the trained checkpoint self-contained (tokenizer and
-image settings in its assets, so ``vlm2geovec embed`` / ``eval`` need nothing else), evaluate
-eval/geoscenes.py (RSMEB's 21 tasks on GeoScenes, with the crop baseline), and write a report:
+Stages, all into one work directory: build the synthetic GeoScenes world (data/geoscenes) and the demo
+tokenizer, train configs/demo.py from scratch (the trained checkpoint carries its tokenizer and image
+settings, so ``vlm2geovec embed`` / ``eval`` need nothing else), evaluate eval/geoscenes.py (RSMEB's 21 tasks
+on GeoScenes, with the crop baseline) through the model's Embedder, and write a report:
 
     WORKDIR/report/summary.md      what ran, wall times, P@1 per task and group beside chance, crop baseline
     WORKDIR/report/loss.png        training loss and in-batch accuracy per logged step
@@ -16,9 +16,7 @@ checkout (``pip install -e .``), where they sit beside the package.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
@@ -66,35 +64,6 @@ def build_geoscenes(data_dir: str | Path, world: Mapping[str, Any] = DEMO_WORLD)
     config = type(cls.BUILDER_CONFIGS[0])(description="vlm2geovec demo world", **dict(world))
     cls(data_dir=str(data_dir), config=config).download_and_prepare()
     return f"geoscenes/{config.name}"
-
-
-def make_self_contained(model_dir: Path, tokenizer_dir: Path, image_size: int) -> Path:
-    """Copies the tokenizer into the checkpoint's assets and writes the image settings the model was trained
-    with (preprocessor_config.json), so the checkpoint alone embeds exactly as in training."""
-    from vlm2geovec_jax.weights.checkpoint import ASSET_FILES, assets_dir  # noqa: PLC0415
-
-    assets = assets_dir(model_dir)
-    assets.mkdir(parents=True, exist_ok=True)
-    for name in ASSET_FILES:
-        if (tokenizer_dir / name).is_file():
-            shutil.copy2(tokenizer_dir / name, assets / name)
-    preprocessor = {"min_pixels": 56 * 56, "max_pixels": image_size * image_size, "patch_size": 14,
-                    "temporal_patch_size": 2, "merge_size": 2, "image_processor_type": "Qwen2VLImageProcessor"}
-    (assets / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-    return assets
-
-
-def evaluate(model_dir: Path, suite_path: str, data_dir: Path, out: Path, *, tasks: Sequence[str] | None = None,
-             progress: bool = True) -> tuple[dict, dict, Any]:
-    """eval_command's steps, keeping the rows and the cache: (report, rows by task, embedding cache)."""
-    from vlm2geovec_jax.rsmeb.cache import EmbeddingCache, model_slug  # noqa: PLC0415
-    from vlm2geovec_jax.rsmeb.runner import (checkpoint_embed_fn, checkpoint_key, prepare_suite,  # noqa: PLC0415
-                                             run_suite)
-
-    suite, rows = prepare_suite(suite_path, data_dir, tasks)
-    model_key = f"{checkpoint_key(model_dir)}|box=qwen|templates={suite.templates_version}"
-    report = run_suite(checkpoint_embed_fn(model_dir), suite, rows, out, model_key=model_key, progress=progress)
-    return report, rows, EmbeddingCache(out / "embeddings" / model_slug(model_key), model_key)
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -180,7 +149,7 @@ def render_item(item, *, size: int = CELL, caption_lines: int = 4) -> Image.Imag
 def contact_sheet_png(rows_by_task: Mapping[str, Sequence[Any]], cache, path: Path, *,
                       tasks: Sequence[str] = SHEET_TASKS, per_task: int = 1, k: int = 5) -> Path:
     """Top-``k`` candidates of the first ``per_task`` queries of each task: query | ranks 1..k (green: gold)."""
-    from vlm2geovec_jax.rsmeb.cache import item_key  # noqa: PLC0415
+    from vlm2geovec_jax.inputs.identity import item_key  # noqa: PLC0415
 
     lines = []
     for task in (t for t in tasks if t in rows_by_task):
@@ -289,7 +258,9 @@ def run_demo(workdir: str | Path, *, config=None, suite: str | None = None, task
     it) / ``world`` replace the demo's own (tests pass smaller ones through the same code path)."""
     import jax  # noqa: PLC0415
 
+    from vlm2geovec_jax.embedder import load  # noqa: PLC0415
     from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer  # noqa: PLC0415
+    from vlm2geovec_jax.rsmeb.runner import evaluate, prepare_suite  # noqa: PLC0415
     from vlm2geovec_jax.train.config import load_config, validate  # noqa: PLC0415
     from vlm2geovec_jax.train.metrics_log import read_metrics  # noqa: PLC0415
     from vlm2geovec_jax.train.trainer import train  # noqa: PLC0415
@@ -316,11 +287,10 @@ def run_demo(workdir: str | Path, *, config=None, suite: str | None = None, task
     t = _stage(timings, "train", 2, t)
 
     model = workdir / "train" / "model"
-    make_self_contained(model, tokenizer, int(config.data.pipeline.fixed_size[0]))
     suite = suite or f"{_require(DEMO_SUITE)}:{dataset.split('/', 1)[1]}"
     print(f"[3/5] evaluating {suite}", flush=True)
-    report, rows, cache = evaluate(model, suite, workdir / "data", workdir / "eval", tasks=tasks,
-                                   progress=progress)
+    suite_def, rows = prepare_suite(suite, workdir / "data", tasks)
+    report, cache = evaluate(load(model), suite_def, rows, workdir / "eval", progress=progress)
     t = _stage(timings, "evaluate", 3, t)
 
     print("[4/5] writing the report", flush=True)

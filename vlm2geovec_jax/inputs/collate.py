@@ -3,27 +3,25 @@
 Two steps, so a pipeline can encode items one at a time (in worker processes, skipping bad ones) and pad
 the survivors together: ``encode_item`` (render_prompt -> preprocess the image -> tokenizer.encode with its
 grid) and ``collate_encoded`` (pad_batch to a length bucket -> prepare_inputs with an image budget).
-``collate`` does both. Each encoded item carries a content id, a stable 63-bit hash of its rendered prompt
-and its image bytes: two items with equal ids embed identically, so the loss masks them as false negatives.
+``collate`` does both. Each encoded item carries its content id (inputs/identity.py: the item's one
+identity, shared with the evaluation cache): two items with equal ids embed identically, so the loss masks
+them as false negatives.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 
 from vlm2geovec_jax.inputs.errors import RecordError
+from vlm2geovec_jax.inputs.identity import content_id, item_key
 from vlm2geovec_jax.inputs.image import ImageConfig, preprocess
 from vlm2geovec_jax.inputs.records import Item
 from vlm2geovec_jax.inputs.templates import render_prompt
 from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS, Tokenizer
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.model_inputs import EncoderInputs, prepare_inputs
-
-CONTENT_ID_BITS = 63
-
 
 @dataclasses.dataclass(frozen=True)
 class EncodedItem:
@@ -39,38 +37,20 @@ class EncodedItem:
         return 0 if self.grid_thw is None else int(np.prod(self.grid_thw))
 
 
-def content_id(prompt: str, image: bytes | None = None) -> int:
-    """Stable 63-bit hash of a rendered prompt and the image's encoded bytes (blake2b; 0 is never returned)."""
-    h = hashlib.blake2b(digest_size=8, person=b"vlm2geovec-cid")
-    h.update(prompt.encode("utf-8"))
-    h.update(b"\x00image\x00" if image is not None else b"\x00text\x00")
-    if image is not None:
-        h.update(image)
-    return int.from_bytes(h.digest(), "little") % ((1 << CONTENT_ID_BITS) - 1) + 1
-
-
-def _image_bytes(image: str | bytes) -> bytes:
-    if isinstance(image, bytes):
-        return image
-    with open(image, "rb") as f:  # preprocess already opened it, so it exists
-        return f.read()
-
-
 def encode_item(item: Item, *, tokenizer: Tokenizer, image_config: ImageConfig, box_format: str = "qwen",
                 field: str | None = None) -> EncodedItem:
     """Prompt, patches and ids of one item. Faults raise RecordError with ``field`` (e.g. ``query``) set."""
     prompt = render_prompt(item, box_format=box_format)
-    pixels = grid = image = None
+    pixels = grid = None
     try:
         if item.image is not None:
             pixels, grid = preprocess(item.image, image_config)
-            image = _image_bytes(item.image)
         ids = tokenizer.encode(prompt, [] if grid is None else [grid], merge_size=image_config.merge_size)
     except RecordError as err:
         name = "image" if item.image is not None and grid is None else None
         where = ".".join(p for p in (field, name) if p) or None
         raise RecordError(err.reason, file=err.file, record=err.record, field=where) from None
-    return EncodedItem(np.asarray(ids, np.int32), pixels, grid, content_id(prompt, image))
+    return EncodedItem(np.asarray(ids, np.int32), pixels, grid, content_id(item_key(item, box_format=box_format)))
 
 
 def filler_item(tokenizer: Tokenizer) -> EncodedItem:
@@ -121,9 +101,4 @@ def collate(items: Sequence[Item], *, tokenizer: Tokenizer, image_config: ImageC
 
 def content_ids(items: Sequence[Item], *, box_format: str = "qwen") -> np.ndarray:
     """int64 content ids of items without encoding them (the same values encode_item gives)."""
-    out = []
-    for item in items:
-        image = None if item.image is None else _image_bytes(item.image)
-        out.append(content_id(render_prompt(item, box_format=box_format), image))
-    return np.asarray(out, np.int64)
-
+    return np.asarray([content_id(item_key(item, box_format=box_format)) for item in items], np.int64)

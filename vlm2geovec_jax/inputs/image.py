@@ -103,6 +103,21 @@ class ImageConfig:
         return 3 * self.temporal_patch_size * self.patch_size ** 2
 
 
+def image_size(source: str | os.PathLike | bytes) -> tuple[int, int]:
+    """(width, height) of an image as preprocessing sees it (EXIF orientation applied), from its header only."""
+    file = None if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
+    try:
+        with Image.open(io.BytesIO(bytes(source)) if file is None else file) as opened:
+            w, h = opened.size
+            rotated = opened.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the axes
+    except FileNotFoundError:
+        raise RecordError("image file not found; expected a readable image file", file=file, field="image") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise RecordError(f"cannot read the image's size ({type(err).__name__}: {err})", file=file,
+                          field="image") from None
+    return (h, w) if rotated else (w, h)
+
+
 def _fail(reason: str, *, file: str | None, where: str) -> RecordError:
     return RecordError(f"{where}: {reason}" if where else reason, file=file)
 

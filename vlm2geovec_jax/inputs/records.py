@@ -175,7 +175,9 @@ class Item:
     """One side of a pair: any of text, one image, boxes on that image, a location, and an instruction.
 
     ``image`` is a path (resolved by the reader) or the encoded bytes; ``image_size`` is the (w, h) of the
-    original image, needed whenever there are boxes. An item must carry text, an image or a location.
+    original image, which boxes are normalised by: when boxes come without it, it is read from the image's
+    header, and a given size that disagrees with the image is an error. An item must carry text, an image or
+    a location.
     """
 
     text: str | None = None
@@ -192,6 +194,7 @@ class Item:
             raise RecordError("image_size given without an image", field="image_size")
         boxes = _records(self.boxes, Box, "boxes")
         if boxes:
+            size = _size_of_boxed_image(image, size)
             _check_boxes_in_image(boxes, image, size)
         if self.geo is not None and not isinstance(self.geo, Geo):
             raise RecordError(f"expected a Geo, got {type(self.geo).__name__}", field="geo")
@@ -222,10 +225,29 @@ def _image_size(value: Any) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def _check_boxes_in_image(boxes: tuple[Box, ...], image: Any, size: tuple[int, int] | None) -> None:
-    if image is None or size is None:
-        raise RecordError("boxes need an image and its image_size [width, height] to be checked and "
-                          "normalised", field="boxes")
+def _size_of_boxed_image(image: Any, size: tuple[int, int] | None) -> tuple[int, int]:
+    """The size boxes are normalised by: the image's own, which a given image_size must equal.
+
+    An unreadable image with a given size keeps that size here: preprocessing reports the image itself.
+    """
+    from vlm2geovec_jax.inputs.image import image_size  # noqa: PLC0415 (PIL only when boxes need it)
+
+    if image is None:
+        raise RecordError("boxes need an image to be checked and normalised", field="boxes")
+    try:
+        actual = image_size(image)
+    except RecordError:
+        if size is None:
+            raise
+        return size
+    if size is not None and size != actual:
+        what = image if isinstance(image, str) else f"({len(image)} bytes)"
+        raise RecordError(f"[{size[0]}, {size[1]}] disagrees with the image {what}, which is "
+                          f"{actual[0]}x{actual[1]} pixels", field="image_size")
+    return actual
+
+
+def _check_boxes_in_image(boxes: tuple[Box, ...], image: Any, size: tuple[int, int]) -> None:
     w, h = size
     for i, box in enumerate(boxes):
         x1, y1, x2, y2 = box.xyxy

@@ -20,55 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vlm2geovec_jax.inputs.records import Item, box_to_dict, geo_to_dict
+from vlm2geovec_jax.inputs.records import Item
 
 EmbedFn = Callable[[list[Item]], np.ndarray]
 DEFAULT_CHUNK = 256
 _CHUNK_GLOB = "chunk-*.npz"
-
-
-# ------------------------------------------------------------------------------------------ content keys
-def image_digest(image: str | bytes) -> str:
-    """sha256 hex of an image's encoded bytes (a path is read); an unreadable path is keyed by the path."""
-    if isinstance(image, bytes):
-        return hashlib.sha256(image).hexdigest()
-    try:
-        h = hashlib.sha256()
-        with open(image, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-    except OSError:  # unreadable: key by path, so the embedder reports the file when it tries
-        return "path:" + image
-
-
-class ImageDigests:
-    """image_digest memoised per image object: the items of one example share one bytes object (an RSVQA-HR
-    image carries ~100 questions), so each picture is hashed once, not once per item."""
-
-    def __init__(self):
-        self._memo: dict[int, tuple[str | bytes, str]] = {}
-
-    def __call__(self, image: str | bytes) -> str:
-        hit = self._memo.get(id(image))
-        if hit is None or hit[0] is not image:  # the held reference keeps the id from being reused
-            hit = (image, image_digest(image))
-            self._memo[id(image)] = hit
-        return hit[1]
-
-
-def item_key(item: Item, digest: Callable[[str | bytes], str] = image_digest) -> str:
-    """sha256 hex of everything that reaches the prompt: text, instruction, image BYTES, size, boxes, geo.
-
-    Two items with equal keys embed identically under one model key; an image is keyed by its content, so
-    the same picture under two paths is embedded once and a changed file is embedded again.
-    """
-    canon = {"text": item.text, "instruction": item.instruction,
-             "image": None if item.image is None else digest(item.image),
-             "image_size": None if item.image_size is None else list(item.image_size),
-             "boxes": [box_to_dict(b) for b in item.boxes],
-             "geo": None if item.geo is None else geo_to_dict(item.geo)}
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def model_slug(model_key: str) -> str:

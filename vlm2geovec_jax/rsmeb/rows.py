@@ -32,7 +32,7 @@ from vlm2geovec_jax.inputs import adapters
 from vlm2geovec_jax.inputs.adapters import SourceInfo, class_text
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.records import EvalRow, Item, Pair, Source, read_mmeb_jsonl, read_mmeb_parquet
-from vlm2geovec_jax.rsmeb.cache import ImageDigests, item_key
+from vlm2geovec_jax.inputs.identity import ImageDigests, item_key
 from vlm2geovec_jax.rsmeb.suite import TRAIN_SPLITS, Suite, Task
 
 CATALOG_ONE_SPLIT = ("resisc45", "eurosat", "uc_merced")  # TFDS catalog sets with only a "train" split
@@ -93,7 +93,14 @@ def load_source(dataset: str, split: str, data_dir: str | os.PathLike | None) ->
 
     if split in TRAIN_SPLITS:
         raise ValueError(f"{dataset}: split {split!r} is a training split; RSMEB reads evaluation splits only")
-    builder = tfds.builder(dataset, data_dir=None if data_dir is None else os.fspath(data_dir))
+    where = "the default TFDS data_dir" if data_dir is None else f"data dir {data_dir}"
+    try:
+        builder = tfds.builder(dataset, data_dir=None if data_dir is None else os.fspath(data_dir))
+    except tfds.core.registered.DatasetNotFoundError:
+        builder = None
+    if builder is None or not os.path.isdir(builder.data_dir):
+        raise FileNotFoundError(f"{where}: dataset {dataset} is not prepared there; build it first "
+                                "(data/README.md) or pass the --data-dir that holds it")
     features = builder.info.features
     names = tuple(features["label"].names) if "label" in features else ()
     decoders = skip_image_decoding(features)
@@ -210,7 +217,7 @@ class _Pool:
 
     def add(self, item: Item, origin: str | None) -> str:
         item = dataclasses.replace(item, instruction=self.instruction)
-        key = item_key(item, self.digest)
+        key = item_key(item, digest=self.digest)
         self.items.setdefault(key, item)
         if origin is not None:
             self.by_origin.setdefault(origin, set()).add(key)
@@ -232,7 +239,7 @@ def _queries(task: Task, pairs: list[Pair], pool: _Pool, negatives: _Pool) -> li
     qids: set[str] = set()
     for pair in pairs:
         query = dataclasses.replace(pair.query, instruction=task.query_instruction or None)
-        key = item_key(query, pool.digest)
+        key = item_key(query, digest=pool.digest)
         if key not in out:
             qid = f"{task.name}/{pair.source.id}"
             while qid in qids:

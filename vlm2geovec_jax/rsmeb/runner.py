@@ -10,6 +10,7 @@ report; the report (report.json / .md / .png) is written at the end. ``eval_comm
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -22,8 +23,8 @@ from tqdm import tqdm
 
 from vlm2geovec_jax.inputs.records import EvalRow, Item
 from vlm2geovec_jax.rsmeb import metrics, retrieval
-from vlm2geovec_jax.rsmeb.cache import (
-    DEFAULT_CHUNK, EmbedFn, EmbeddingCache, ImageDigests, atomic_write_text, item_key, model_slug)
+from vlm2geovec_jax.inputs.identity import ImageDigests, item_key
+from vlm2geovec_jax.rsmeb.cache import DEFAULT_CHUNK, EmbedFn, EmbeddingCache, atomic_write_text, model_slug
 from vlm2geovec_jax.rsmeb.suite import Suite, Task
 
 GALLERY_K = max(metrics.CUTOFFS)
@@ -53,14 +54,15 @@ class TaskIndex:
 class _Keys:
     """item_key memoised per item object (rows share their candidate objects, and images are hashed once)."""
 
-    def __init__(self):
+    def __init__(self, box_format: str = "qwen"):
         self._by_id: dict[int, tuple[Item, str]] = {}
         self._digests = ImageDigests()
+        self.box_format = box_format
 
     def __call__(self, item: Item) -> str:
         hit = self._by_id.get(id(item))
         if hit is None or hit[0] is not item:
-            hit = (item, item_key(item, self._digests))
+            hit = (item, item_key(item, box_format=self.box_format, digest=self._digests))
             self._by_id[id(item)] = hit
         return hit[1]
 
@@ -154,11 +156,12 @@ def _saved(path: Path, fingerprint: str, model_key: str) -> dict | None:
 
 def run_suite(embed_fn: EmbedFn, suite: Suite, rows_by_task: Mapping[str, Sequence[EvalRow]],
               out_dir: str | os.PathLike, *, model_key: str, cache_dir: str | os.PathLike | None = None,
-              chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> dict[str, Any]:
+              chunk_size: int = DEFAULT_CHUNK, box_format: str = "qwen", progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) every task of ``suite`` and writes the report; returns the report dict.
 
-    ``model_key`` names the checkpoint (and any setting that changes an embedding); the embedding cache
-    defaults to ``out_dir/embeddings/<model key>`` and may be shared between output directories.
+    ``model_key`` names the checkpoint (and any setting that changes an embedding, ``Embedder.key``); the
+    embedding cache defaults to ``out_dir/embeddings/<model key>`` and may be shared between output
+    directories. Items are keyed by their content identity under ``box_format`` (inputs/identity.py).
     """
     from vlm2geovec_jax.rsmeb import report as report_lib  # noqa: PLC0415
 
@@ -166,7 +169,7 @@ def run_suite(embed_fn: EmbedFn, suite: Suite, rows_by_task: Mapping[str, Sequen
     out = Path(out_dir)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(cache_dir or out / "embeddings" / model_slug(model_key), model_key)
-    keys = _Keys()
+    keys = _Keys(box_format)
     results = {}
     for task in tqdm(suite.tasks, desc=suite.name, unit="task", disable=not progress):
         index = index_task(task, rows_by_task[task.name], keys)
@@ -184,47 +187,6 @@ def run_suite(embed_fn: EmbedFn, suite: Suite, rows_by_task: Mapping[str, Sequen
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-def checkpoint_key(ckpt: str | os.PathLike) -> str:
-    """Identity of a checkpoint directory: every file's path, size and mtime, and the text of its JSON files.
-
-    Cheap (no weights are read); copying a checkpoint changes mtimes, which costs one re-embedding, never a
-    wrong cache hit.
-    """
-    root = Path(ckpt)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: checkpoint not found")
-    h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for p in files:
-        stat = p.stat()
-        h.update(f"{p.relative_to(root) if root.is_dir() else p.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        if p.suffix == ".json" and stat.st_size < 1 << 20:
-            h.update(p.read_bytes())
-    return f"{root.resolve().name}@{h.hexdigest()[:16]}"
-
-
-def embedder_embed_fn(embedder, *, tokenizer, image_config, batch_size: int = 32,
-                      box_format: str = "qwen") -> EmbedFn:
-    """embed_fn over a loaded Embedder through inputs/embed_items.py; a bad item raises, naming the item."""
-    from vlm2geovec_jax.inputs.embed_items import embed_items  # noqa: PLC0415
-
-    def embed_fn(items: list[Item]) -> np.ndarray:
-        return embed_items(embedder, enumerate(items), num_rows=len(items), tokenizer=tokenizer,
-                           image_config=image_config, batch_size=batch_size, box_format=box_format, progress=False)
-    return embed_fn
-
-
-def checkpoint_embed_fn(ckpt: str | os.PathLike, *, batch_size: int = 32, box_format: str = "qwen") -> EmbedFn:
-    """embed_fn over a checkpoint, loaded once, with the tokenizer and image settings of its assets."""
-    from vlm2geovec_jax.embedder import load  # noqa: PLC0415 (imports the model)
-    from vlm2geovec_jax.inputs.embed_items import assets_dir, image_config_from  # noqa: PLC0415
-    from vlm2geovec_jax.inputs.tokenizer import Tokenizer  # noqa: PLC0415
-
-    assets = assets_dir(ckpt)
-    return embedder_embed_fn(load(ckpt), tokenizer=Tokenizer.from_dir(assets), image_config=image_config_from(assets),
-                             batch_size=batch_size, box_format=box_format)
-
-
 def prepare_suite(suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
                   tasks: Sequence[str] | None = None) -> tuple[Suite, dict[str, list[EvalRow]]]:
     """The suite (optionally a subset of its tasks) and its rows, crop-baseline tasks added when it asks."""
@@ -240,14 +202,27 @@ def prepare_suite(suite_path: str | os.PathLike, data_dir: str | os.PathLike | N
     return suite, rows
 
 
+def evaluate(embedder, suite: Suite, rows: Mapping[str, Sequence[EvalRow]], out: str | os.PathLike, *,
+             batch_size: int = 32, progress: bool = True) -> tuple[dict[str, Any], EmbeddingCache]:
+    """Runs a prepared suite through an Embedder; returns the report and the embedding cache it filled."""
+    p = embedder.processing
+    if p.templates_version != suite.templates_version:
+        raise ValueError(f"suite {suite.name!r} uses templates {suite.templates_version!r} but the model was "
+                         f"trained with {p.templates_version!r}")
+    embed_fn = functools.partial(embedder.embed, batch_size=batch_size)
+    report = run_suite(embed_fn, suite, rows, out, model_key=embedder.key, box_format=p.box_format,
+                       progress=progress)
+    return report, EmbeddingCache(Path(out) / "embeddings" / model_slug(embedder.key), embedder.key)
+
+
 def eval_command(ckpt: str | os.PathLike, suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
                  out: str | os.PathLike, *, batch_size: int = 32, tasks: Sequence[str] | None = None,
-                 box_format: str = "qwen", progress: bool = True) -> Path:
+                 progress: bool = True, **load_overrides) -> Path:
     """``vlm2geovec eval``: build the suite's rows, embed with the checkpoint, score, report; returns report.md."""
+    from vlm2geovec_jax.embedder import load  # noqa: PLC0415 (imports the model)
+
     suite, rows = prepare_suite(suite_path, data_dir, tasks)
-    model_key = f"{checkpoint_key(ckpt)}|box={box_format}|templates={suite.templates_version}"
-    embed_fn = checkpoint_embed_fn(ckpt, batch_size=batch_size, box_format=box_format)
-    run_suite(embed_fn, suite, rows, out, model_key=model_key, progress=progress)
+    evaluate(load(ckpt, **load_overrides), suite, rows, out, batch_size=batch_size, progress=progress)
     path = Path(out) / "report.md"
     print(f"RSMEB report written to {path} (also report.json, report.png; per-task results in "
           f"{Path(out) / 'tasks'})")

@@ -96,7 +96,7 @@ class Suite:
         for task in self.tasks:
             if task.name == name:
                 return task
-        raise KeyError(f"suite {self.name!r} has no task {name!r}; tasks: {', '.join(t.name for t in self.tasks)}")
+        raise SuiteError(f"suite {self.name!r} has no task {name!r}; tasks: {', '.join(t.name for t in self.tasks)}")
 
     def subset(self, names: list[str] | tuple[str, ...]) -> Suite:
         """The same suite restricted to ``names`` (for a quick run); unknown names are an error."""

@@ -14,11 +14,13 @@ mixture of real datasets, inputs/pipeline.py).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import ml_collections
 import numpy as np
 
+from vlm2geovec_jax.inputs.processing import Processing, from_pipeline_config
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.model_inputs import prepare_inputs
 
@@ -101,28 +103,46 @@ def pipeline_source(cfg: ModelConfig, config: ml_collections.ConfigDict, *, proc
     length_buckets, fixed_size ([H, W] or None), min_pixels, max_pixels, worker_count, on_bad_record.
     """
     from vlm2geovec_jax.inputs import pipeline as pipe
-    from vlm2geovec_jax.inputs.image import ImageConfig
-    from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS, Tokenizer
-    from vlm2geovec_jax.weights.checkpoint import assets_dir
+    from vlm2geovec_jax.inputs.tokenizer import Tokenizer
 
     p = config.data.pipeline
     sub = p.get("sub_batch_size", 8)
     if config.batch_size % (sub * process_count):
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of data.pipeline.sub_batch_size "
                          f"{sub} x {process_count} processes")
-    tokenizer_dir = p.get("tokenizer", "") or assets_dir(config.init.checkpoint)
-    image_config = ImageConfig(**{k: (tuple(p[k]) if k == "fixed_size" and p[k] else p[k])
-                                  for k in ("fixed_size", "min_pixels", "max_pixels") if k in p})
+    tokenizer_dir, processing = artifact_parts(config)
+    if tokenizer_dir is None:
+        raise ValueError("data.pipeline.tokenizer: empty and no init.checkpoint to take the tokenizer from; "
+                         "expected a directory with tokenizer.json")
     tasks = [pipe.tfds_task(t["dataset"], t["task"], split=t.get("split", "train"), data_dir=p.get("data_dir"),
                             weight=t.get("weight", 1.0)) for t in p.tasks]
     settings = pipe.PipelineConfig(
         sub_batch_size=sub, sub_batches=config.batch_size // (sub * process_count),
-        num_negatives=p.get("num_negatives", 0), length_buckets=tuple(p.get("length_buckets", DEFAULT_BUCKETS)),
+        num_negatives=p.get("num_negatives", 0), length_buckets=processing.length_buckets,
+        box_format=processing.box_format,
         seed=config.init.seed, on_bad_record=p.get("on_bad_record", "skip"), process_index=process_index,
         process_count=process_count, worker_count=p.get("worker_count", 0))
-    pipeline = pipe.Pipeline(tasks, tokenizer=Tokenizer.from_dir(tokenizer_dir), image_config=image_config,
+    pipeline = pipe.Pipeline(tasks, tokenizer=Tokenizer.from_dir(tokenizer_dir), image_config=processing.image,
                              model_cfg=cfg, config=settings)
     return PipelineSource(pipeline)
+
+
+def artifact_parts(config: ml_collections.ConfigDict) -> tuple[Path | None, Processing]:
+    """(tokenizer directory or None, processing) of a run: what its model artifact carries.
+
+    The pipeline's tokenizer and image/prompt settings when it reads real data; otherwise (synthetic pairs)
+    those of ``init.checkpoint``, if any.
+    """
+    from vlm2geovec_jax.weights.checkpoint import assets_dir  # noqa: PLC0415 (imports orbax)
+
+    init = config.init.checkpoint
+    if config.data.kind == "pipeline":
+        p = config.data.pipeline
+        tokenizer = p.get("tokenizer", "") or (assets_dir(init) if init else None)
+        return (Path(tokenizer) if tokenizer else None), from_pipeline_config(p, box_format=p.get("box_format", "qwen"))
+    if init:
+        return assets_dir(init), Processing.read(init)
+    return None, Processing()
 
 
 def make_source(cfg: ModelConfig, config: ml_collections.ConfigDict, *, process_index: int,

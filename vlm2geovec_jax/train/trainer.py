@@ -181,15 +181,37 @@ def restore(manager: ocp.CheckpointManager, state: TrainState, source: data_lib.
                                step=int(restored["meta"]["step"]))
 
 
-def export_model(state: TrainState, path: Path) -> Path:
-    """The trained encoder with LoRA merged into the base weights, as a model checkpoint."""
+def export_model(state: TrainState, workdir: Path, config: ml_collections.ConfigDict) -> Path:
+    """The run's model artifact: ``model/`` (LoRA merged, with tokenizer and processing) and, for LoRA runs,
+    ``adapter/`` in PEFT's format naming its base (``base/`` too when the base came from no transformers
+    directory)."""
+    tokenizer_dir, processing = data_lib.artifact_parts(config)
     # Fresh variables (tree.map rebuilds them): merging LoRA must not touch the training state.
     model = nnx.merge(state.graphdef, jax.tree.map(lambda x: x, state.params["model"]),
                       jax.tree.map(lambda x: x, state.frozen))
+    if config.trainable == "lora":
+        export_lora(model, workdir, config)
     merge_lora(model)
     dtype = jnp.dtype(model.cfg.param_dtype)  # float32 master weights back to the model's storage dtype
     nnx.update(model, jax.tree.map(lambda x: x.astype(dtype), nnx.state(model, nnx.Param)))
-    return model_ckpt.save_model(path, model, overwrite=True)
+    return model_ckpt.save_model(workdir / "model", model, assets_from=tokenizer_dir, processing=processing,
+                                 overwrite=True)
+
+
+def export_lora(model: Encoder, workdir: Path, config: ml_collections.ConfigDict) -> Path:
+    """``workdir/adapter`` for PEFT; its base is the transformers directory init.checkpoint was imported from,
+    else ``workdir/base`` (the frozen base weights, exported here)."""
+    from vlm2geovec_jax.weights.convert import export_hf  # noqa: PLC0415
+    from vlm2geovec_jax.weights.peft import export_adapter  # noqa: PLC0415
+
+    init = config.init.checkpoint
+    base = model_ckpt.read_meta(init).get("source") if init else None
+    if base is None and jax.process_count() > 1:
+        base = "(base not exported: a multi-process run from random weights; export it with export-hf)"
+    elif base is None:
+        base = str(export_hf(model, workdir / "base", assets_from=data_lib.artifact_parts(config)[0],
+                             overwrite=True, progress=False))
+    return export_adapter(model, LoraConfig(**config.lora.to_dict()), workdir / "adapter", base=base)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
@@ -253,9 +275,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
         bar.close()
         manager.wait_until_finished()
         log.close()
-        final = export_model(state, workdir / "model")
+        final = export_model(state, workdir, config)
+    adapter = f", PEFT adapter in {workdir / 'adapter'}" if config.trainable == "lora" else ""
     print(f"trained {state.step} steps; checkpoints in {workdir / 'checkpoints'}, metrics in "
-          f"{workdir / 'metrics.jsonl'}, model (LoRA merged) in {final}")
+          f"{workdir / 'metrics.jsonl'}, model (LoRA merged) in {final}{adapter}")
     return state
 
 

@@ -142,9 +142,14 @@ def _check_names(reader: HFCheckpoint, cfg: ModelConfig, rules: list[Rule]) -> N
 
 def import_hf(hf_dir: str | os.PathLike, out: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
               param_dtype: str | None = None, overwrite: bool = False, progress: bool = True) -> Path:
-    """``vlm2geovec import-hf``: a transformers Qwen2-VL directory into a model checkpoint."""
+    """``vlm2geovec import-hf``: a transformers Qwen2-VL directory into a model checkpoint that carries the
+    directory's tokenizer and image processing too (checked before any weight is read)."""
+    if (Path(hf_dir) / "config.json").is_file() and not (Path(hf_dir) / "tokenizer.json").is_file():
+        raise CheckpointError(f"{hf_dir}: tokenizer.json missing; a model checkpoint carries its tokenizer, so "
+                              "import a transformers directory that has one")
     model, hf_config = load_hf_model(hf_dir, mesh=mesh, param_dtype=param_dtype, progress=progress)
-    return ckpt_lib.save_model(out, model, assets_from=hf_dir, hf_config=hf_config, overwrite=overwrite)
+    return ckpt_lib.save_model(out, model, assets_from=hf_dir, hf_config=hf_config,
+                               source=str(Path(hf_dir).absolute()), overwrite=overwrite)
 
 
 def _host_params(model: Encoder) -> dict[str, np.ndarray]:
@@ -230,6 +235,8 @@ def _hf_config(cfg: ModelConfig, dtype: str, assets_from: str | os.PathLike | No
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, **kwargs) -> Path:
-    """``vlm2geovec export-hf``: a model checkpoint into a transformers directory."""
+    """``vlm2geovec export-hf``: a model checkpoint into a transformers directory (tokenizer and processor
+    files carried along)."""
+    ckpt_lib.check_complete(ckpt)
     model = ckpt_lib.load_model(ckpt)
     return export_hf(model, out, assets_from=ckpt_lib.assets_dir(ckpt), **kwargs)
