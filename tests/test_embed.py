@@ -97,7 +97,7 @@ def test_embed_matches_transformers_on_documented_prompts(hf_dir, cases, tmp_pat
 
 
 def test_collate_renders_the_documented_prompts(hf_dir, cases):
-    from vlm2geovec_jax.inputs.records import item_from_dict
+    from vlm2geovec_jax.inputs.jsonl import item_from_dict
 
     tok = Tokenizer.from_dir(hf_dir)
     items = [item_from_dict(c[0]) for c in cases]

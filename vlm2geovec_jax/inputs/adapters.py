@@ -47,8 +47,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from vlm2geovec_jax.inputs.errors import RecordError
-from vlm2geovec_jax.inputs.records import (
-    Box, EvalRow, Geo, Item, Pair, Source, _decode_line, located, pair_from_dict)
+from vlm2geovec_jax.inputs.jsonl import _decode_line, pair_from_dict
+from vlm2geovec_jax.inputs.records import Box, EvalRow, Geo, Item, Pair, Source, located
 from vlm2geovec_jax.inputs.templates import TASK_KINDS, with_instruction
 
 Example = Mapping[str, Any]

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from vlm2geovec_jax.inputs.collate import EncodedItem, check_compatible, collate_encoded, encode_item
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.image import ImageConfig
-from vlm2geovec_jax.inputs.records import BadRecordLog, Item, JsonlReader, item_from_dict
+from vlm2geovec_jax.inputs.jsonl import BadRecordLog, JsonlReader, item_from_dict
+from vlm2geovec_jax.inputs.records import Item
 from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS, Tokenizer
 from vlm2geovec_jax.models.model_inputs import bucket, pad_batch_rows
 

@@ -57,7 +57,8 @@ from vlm2geovec_jax.inputs.adapters import Adapter, SourceInfo
 from vlm2geovec_jax.inputs.collate import EncodedItem, check_compatible, collate_encoded, encode_item, filler_item
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.image import ImageConfig
-from vlm2geovec_jax.inputs.records import BadRecordLog, Pair, located
+from vlm2geovec_jax.inputs.jsonl import BadRecordLog
+from vlm2geovec_jax.inputs.records import Pair, located
 from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS, Tokenizer
 from vlm2geovec_jax.models.config import ModelConfig
 

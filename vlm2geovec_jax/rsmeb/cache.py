@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vlm2geovec_jax.inputs.records import Item, box_to_dict, geo_to_dict
+from vlm2geovec_jax.inputs.jsonl import box_to_dict, geo_to_dict
+from vlm2geovec_jax.inputs.records import Item
 
 EmbedFn = Callable[[list[Item]], np.ndarray]
 DEFAULT_CHUNK = 256
