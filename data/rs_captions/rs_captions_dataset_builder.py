@@ -45,8 +45,8 @@ class Builder(tfds_common.ManualBuilder):
                       json_name="dataset.json", image_dirs=("imgs", "images")),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Put the caption JSON (dataset_rsicd.json / dataset_RSITMD.json / dataset.json) and its image folder "
-        "(RSICD_images/, images/, imgs/) in the manual dir. See data/README.md.")
+        "Unzip the caption JSON (dataset_rsicd.json / dataset_RSITMD.json / dataset.json) and its images "
+        "(RSICD_images/, images/, imgs/) in the manual dir, as they unzip. See data/README.md.")
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = {

@@ -93,6 +93,7 @@ def located(err: RecordError, *, file: str | os.PathLike | None = None, record: 
 
 @contextmanager
 def under(prefix: str | None = None, *, file: Any = None, record: Any = None) -> Iterator[None]:
+    """Faults raised inside the block come out ``located`` (the nested field under ``prefix``)."""
     try:
         yield
     except RecordError as err:
@@ -297,6 +298,8 @@ def _positives(value: Any, n: int) -> tuple[int, ...]:
 
 
 def check_keys(d: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> Mapping:
+    """``d`` itself when it is an object with only ``allowed`` keys and every ``required`` one (strict schemas
+    catch misspelt keys, which would otherwise be silently ignored)."""
     if not isinstance(d, Mapping):
         raise RecordError(f"expected a JSON object, got {type(d).__name__}")
     unknown = sorted(set(d) - set(allowed))
