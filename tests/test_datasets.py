@@ -3,55 +3,15 @@ from __future__ import annotations
 
 import io
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from dataset_utils import DATA, build, builder_module, by_id, copy_fixture, fixture
 from vlm2geovec_jax.inputs import tfds_common
 from vlm2geovec_jax.inputs.errors import RecordError
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def build(name: str, config: str | None, manual_dir: Path, data_dir: Path) -> dict[str, list[dict]]:
-    """Builds one config and returns every split as a list of decoded examples (text as str)."""
-    builder = tfds_common.build(DATA / name, manual_dir=manual_dir, data_dir=data_dir, config=config)
-    return {split: [_decode(ex) for ex in builder.as_data_source(split=split)] for split in builder.info.splits}
-
-
-def _decode(value):
-    if isinstance(value, dict):
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        return [_decode(v) for v in value.tolist()]
-    return value
-
-
-def fixture(name: str, config: str | None = None) -> Path:
-    return DATA / name / "dummy_data" / (config or "")
-
-
-def copy_fixture(name: str, config: str | None, tmp_path: Path) -> Path:
-    dst = tmp_path / "manual"
-    shutil.copytree(fixture(name, config), dst, ignore=shutil.ignore_patterns("*.py"))
-    return dst
-
-
-def builder_module(name: str):
-    """The imported module of data/<name>, for its pure helper functions."""
-    import sys
-    return sys.modules[tfds_common.builder_cls_from_path(DATA / name).__module__]
-
-
-def by_id(examples: list[dict], key: str = "image_id") -> dict[str, dict]:
-    return {ex[key]: ex for ex in examples}
 
 
 # ---------------------------------------------------------------- TFDS's own RS builders read without TF
@@ -260,157 +220,71 @@ def test_rsvqa_dangling_answer_id_is_a_record_error(tmp_path):
     assert "id 99 not found in LR_split_val_answers.json" in str(err.value)
 
 
-# ---------------------------------------------------------------- 5. fMoW (per-image metadata JSON)
+# ---------------------------------------------------------------- archives as they unzip
 
 
-def test_fmow_boxes_geo_and_labels(tmp_path):
-    splits = build("fmow", None, fixture("fmow"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 3, "test": 1}
-    train = by_id(splits["train"])
-    airport = train["airport_0_0_rgb"]
-    assert airport["label"] == 0 and airport["box_labels"] == ["airport", "airport"]
-    assert list(airport["image_size"]) == [40, 32] and airport["image"].shape == (32, 40, 3)
-    np.testing.assert_array_equal(airport["boxes"], [[5, 6, 25, 16], [0, 0, 40, 32]])  # [x,y,w,h] -> xyxy
-    # area centroid of the trapezoid footprint (the vertex mean would be 50.001, 10.002), full float64
-    assert float(airport["lat"]) == pytest.approx(50.0 + 0.013 / 12, abs=1e-12)
-    assert float(airport["lon"]) == pytest.approx(10.0 + 0.02 / 12, abs=1e-12)
-    zoo = train["zoo_3_1_rgb"]  # bounding_boxes given as one dict
-    np.testing.assert_array_equal(zoo["boxes"], [[1, 2, 4, 6]])
-    assert (float(zoo["lat"]), float(zoo["lon"])) == pytest.approx((37.701, -122.499), abs=1e-12)
-    assert zoo["country_code"] == "USA" and zoo["utm"] == "10S"
-    port = by_id(splits["validation"])["port_7_0_rgb"]
-    assert port["label"] == 38  # "port" in the 63-name list
-    assert float(port["lat"]) == pytest.approx(-33.899, abs=1e-12)
-    test = splits["test"][0]
-    assert test["label"] == -1 and test["box_labels"] == [""]
+def _jpeg(path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
 
 
-def test_fmow_wkt_centroid_matches_brute_force():
-    wkt_polygon_centroid = builder_module("fmow").wkt_polygon_centroid
-    ring = [(-3.0, 40.0), (-2.0, 40.2), (-2.2, 41.0), (-3.1, 40.9), (-3.4, 40.5)]
-    wkt = "POLYGON ((" + ", ".join(f"{x} {y}" for x, y in ring + ring[:1]) + "))"
-    lat, lon = wkt_polygon_centroid(wkt)
-    # brute force: mean of grid points inside the (convex) polygon
-    xs, ys = np.meshgrid(np.linspace(-3.5, -1.9, 1601), np.linspace(39.9, 41.1, 1201))
-    inside = np.ones_like(xs, bool)
-    for (x1, y1), (x2, y2) in zip(ring, ring[1:] + ring[:1]):
-        inside &= (x2 - x1) * (ys - y1) - (y2 - y1) * (xs - x1) >= 0
-    assert (lat, lon) == pytest.approx((ys[inside].mean(), xs[inside].mean()), abs=2e-3)
+def test_scenes_tiny_classes_build_and_empty_splits_are_not_written(tmp_path):
+    """One and two images a class: no validation image at all, so no validation split; zip debris skipped."""
+    manual = tmp_path / "manual"
+    _jpeg(manual / "AID" / "Pond" / "pond_1.jpg", 10)
+    _jpeg(manual / "AID" / "Port" / "port_1.jpg", 20)
+    _jpeg(manual / "AID" / "Port" / "port_2.jpg", 30)
+    (manual / "__MACOSX" / "AID" / "Pond").mkdir(parents=True)
+    (manual / "__MACOSX" / "AID" / "Pond" / "._pond_1.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (manual / "AID" / "Port" / "._port_1.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    splits = build("rs_scenes", "aid", manual, tmp_path / "out")
+    ids = {s: sorted(ex["image_id"] for ex in v) for s, v in splits.items()}
+    # 60/20/20 by floor: a class of 1 is all test; of 2, floor(1.2) = 1 train, then test, in hash order
+    first, second = builder_module("rs_scenes").hash_order(["Port/port_1.jpg", "Port/port_2.jpg"])
+    assert ids == {"train": [first], "test": sorted(["Pond/pond_1.jpg", second])}
+    out = tmp_path / "out" / "rs_scenes" / "aid" / "1.0.0"
+    assert not list(out.glob("*validation*"))
+    names = tfds.data_source("rs_scenes/aid", data_dir=str(tmp_path / "out"), split="test").dataset_info.features[
+        "label"].names
+    assert names == ["Pond", "Port"]
 
 
-def test_fmow_latitude_out_of_range_is_a_record_error(tmp_path):
-    import json
-    manual = copy_fixture("fmow", None, tmp_path)
-    path = manual / "val" / "port" / "port_7" / "port_7_0_rgb.json"
-    meta = json.loads(path.read_text())
-    meta["raw_location"] = "POLYGON ((151.2 91.0, 151.3 91.0, 151.3 91.1, 151.2 91.0))"
-    path.write_text(json.dumps(meta))
-    with pytest.raises(RecordError) as err:
-        build("fmow", None, manual, tmp_path / "out")
-    assert (err.value.file, err.value.record, err.value.field) == (str(path), "port_7_0_rgb", "raw_location")
-    assert "outside [-90, 90]" in str(err.value)
+def test_scenes_nested_category_folders_label_by_leaf(tmp_path):
+    """RSI-CB256 as it unzips: <category>/<class>/<image>; the label is the leaf, the id keeps the category."""
+    manual = tmp_path / "manual"
+    for i in range(3):
+        _jpeg(manual / "RSI-CB256" / "transportation" / "airport_runway" / f"runway({i}).tif", 40 + i)
+        _jpeg(manual / "RSI-CB256" / "water area" / "river" / f"river({i}).tif", 80 + i)
+    splits = build("rs_scenes", "rsicb256", manual, tmp_path / "out")
+    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 2, "test": 2}
+    ex = {e["image_id"]: e for v in splits.values() for e in v}
+    assert sorted(ex) == sorted([f"transportation/airport_runway/runway({i}).tif" for i in range(3)]
+                                + [f"water area/river/river({i}).tif" for i in range(3)])
+    assert ex["water area/river/river(1).tif"]["label"] == 1  # classes sorted: airport_runway, river
 
 
-# ---------------------------------------------------------------- 6. SkyScript (caption CSV + lon/lat box pickles)
+def test_captions_json_and_images_from_separate_archives(tmp_path):
+    """RSICD's JSON and its RSICD_images archive unzipped into different folders build as the fixture does."""
+    manual = tmp_path / "manual"
+    (manual / "RSICD_optimal").mkdir(parents=True)
+    shutil.copy(fixture("rs_captions", "rsicd") / "dataset_rsicd.json", manual / "RSICD_optimal")
+    shutil.copytree(fixture("rs_captions", "rsicd") / "RSICD_images", manual / "images_zip" / "RSICD_images")
+    splits = build("rs_captions", "rsicd", manual, tmp_path / "out")
+    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 1, "test": 3}
+    (manual / "images_zip" / "RSICD_images").rename(manual / "images_zip" / "pictures")
+    with pytest.raises(RecordError, match="expected a folder named 'RSICD_images' or 'images'"):
+        build("rs_captions", "rsicd", manual, tmp_path / "out2")
 
 
-def test_skyscript_captions_and_box_centre(tmp_path):
-    splits = build("skyscript", "top30pct", fixture("skyscript"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 2, "validation": 1, "test": 3}
-    pool = by_id(splits["train"])["images2/w123456_CH_19.jpg"]
-    assert pool["captions"] == ["a swimming pool", "a swimming pool next to a building"]
-    assert float(pool["lat"]) == pytest.approx(47.371, abs=1e-12)  # (south + north) / 2, not float32
-    assert float(pool["lon"]) == pytest.approx(8.541, abs=1e-12)
-    np.testing.assert_array_equal(pool["bbox_lonlat"], [8.540, 47.370, 8.542, 47.372])
-    assert list(pool["image_size"]) == [36, 24] and pool["image"].shape == (24, 36, 3)
-    assert by_id(splits["train"])["images4/n987_US_20.jpg"]["captions"] == ["a wind turbine"]
-    runway = splits["validation"][0]  # box across the antimeridian: centre at 180 = -180, not 0
-    assert abs(float(runway["lon"])) == pytest.approx(180.0) and float(runway["lat"]) == pytest.approx(-16.0)
-
-
-def test_skyscript_bad_latitude_and_code_pickles_are_record_errors(tmp_path):
-    import os
-    import pickle
-    manual = copy_fixture("skyscript", None, tmp_path)
-    meta = manual / "meta2" / "w777_CH_21.pickle"
-    meta.write_bytes(pickle.dumps({"box": (7.44, 46.94, 7.442, 95.0)}))
-    with pytest.raises(RecordError) as err:
-        build("skyscript", "top30pct", manual, tmp_path / "out")
-    assert (err.value.file, err.value.record, err.value.field) == (str(meta), "w777_CH_21", "box")
-    assert "[7.44, 46.94, 7.442, 95.0] is not [west, south, east, north]" in str(err.value)
-    meta.write_bytes(pickle.dumps({"box": os.getcwd}))  # a pickle that would import and call code
-    with pytest.raises(RecordError, match=r"refusing to load .*getcwd"):
-        build("skyscript", "top30pct", manual, tmp_path / "out2")
-
-
-# ---------------------------------------------------------------- 7. GeoChat-Bench (jsonl, 0-100 box strings)
-
-
-def test_geochat_referring_pixel_polygons_and_xyxy(tmp_path):
-    splits = build("geochat_bench", "referring", fixture("geochat_bench"), tmp_path)
-    assert list(splits) == ["test"] and len(splits["test"]) == 2
-    ex = by_id(splits["test"], "question_id")
-    first = ex["0"]
-    assert first["expressions"] == ["the small vehicle at the top left"] and first["image_id"] == "P0003_0001"
-    np.testing.assert_array_equal(first["boxes"], [[2, 3, 12, 9], [29, 20, 45, 30]])  # polygon min/max
-    np.testing.assert_array_equal(first["polygons"][1], [[30, 20], [45, 22], [44, 30], [29, 28]])
-    assert first["obj_ids"] == ["4", "7"] and first["size_group"] == "small" and first["source"] == "SOTA"
-    np.testing.assert_array_equal(ex["1"]["boxes"], [[10, 12, 30, 36]])
-
-
-def test_geochat_region_box_strings_to_pixels(tmp_path):
-    splits = build("geochat_bench", "region_captioning", fixture("geochat_bench"), tmp_path)
-    ex = by_id(splits["test"], "question_id")
-    plane = ex["0"]  # {<10><25><50><75>|<0>} on a 50x40 image: x * 50 / 100, y * 40 / 100
-    assert list(plane["image_size"]) == [50, 40]
-    np.testing.assert_array_equal(plane["boxes"], [[5, 10, 25, 30]])
-    assert plane["captions"] == ["a white plane parked near the terminal"]
-    ship = ex["1"]  # {<20><40><60><60>|<90>} on 40x40: box (8,16)-(24,24), corners turned 90 deg about (16,20)
-    np.testing.assert_array_equal(ship["boxes"], [[8, 16, 24, 24]])
-    assert list(ship["angles"]) == [90.0]
-    np.testing.assert_allclose(ship["polygons"][0], [[20, 12], [20, 28], [12, 28], [12, 12]], atol=1e-5)
-
-
-@pytest.mark.parametrize("box,message", [("{<10><25><101><75>|<0>}", "must be percentages in [0, 100]"),
-                                         ("{<10><25><50><75>|<361>}", "angle 361 must be in [0, 360]")])
-def test_geochat_box_string_out_of_range_is_a_record_error(tmp_path, box, message):
-    manual = copy_fixture("geochat_bench", None, tmp_path)
-    path = manual / "region_captioning.jsonl"
-    path.write_text(path.read_text().replace("{<20><40><60><60>|<90>}", box))
-    with pytest.raises(RecordError) as err:
-        build("geochat_bench", "region_captioning", manual, tmp_path / "out")
-    assert (err.value.file, err.value.record, err.value.field) == (str(path), "line 2 (question_id 1)", "question")
-    assert message in str(err.value)
-
-
-# ---------------------------------------------------------------- 8. VRSBench (per-image JSON, normalised corners)
-
-
-def test_vrsbench_corners_captions_and_qa(tmp_path):
-    splits = build("vrsbench", None, fixture("vrsbench"), tmp_path)
-    assert {s: len(v) for s, v in splits.items()} == {"train": 1, "validation": 2}
-    ex = splits["train"][0]
-    assert ex["image_id"] == "P0003_0002.png" and list(ex["image_size"]) == [64, 48]
-    np.testing.assert_array_equal(ex["polygons"][0], [[16, 24], [32, 12], [40, 24], [24, 36]])  # x*W, y*H
-    np.testing.assert_array_equal(ex["boxes"], [[16, 12, 40, 36], [0, 0, 64, 12]])
-    # round trip: pixel boxes / (W, H) give back the min/max of the normalised corners
-    corners = np.array([0.25, 0.5, 0.5, 0.25, 0.625, 0.5, 0.375, 0.75]).reshape(4, 2)
-    np.testing.assert_allclose(ex["boxes"][0] / [64, 48, 64, 48], [*corners.min(0), *corners.max(0)])
-    assert ex["box_labels"] == ["ship", "harbor"] and list(ex["is_unique"]) == [True, False]
-    assert ex["expressions"][0] == "the ship closest to the pier end"
-    assert ex["qa"]["question_type"] == ["object quantity", "object existence"] and ex["qa"]["answer"] == ["2", "Yes"]
-    assert by_id(splits["validation"])["00123_0001.png"]["captions"] == ["A small airport apron with one airplane."]
-
-
-def test_vrsbench_corner_outside_unit_square_is_a_record_error(tmp_path):
-    import json
-    manual = copy_fixture("vrsbench", None, tmp_path)
-    path = manual / "Annotations_val" / "00123_0001.json"
-    ann = json.loads(path.read_text())
-    ann["objects"][0]["obj_corner"][5] = 1.2
-    path.write_text(json.dumps(ann))
-    with pytest.raises(RecordError) as err:
-        build("vrsbench", None, manual, tmp_path / "out")
-    assert (err.value.file, err.value.record, err.value.field) == (
-        str(path), "00123_0001.png", "objects[0].obj_corner")
-    assert "must be normalised to [0, 1]" in str(err.value)
+@pytest.mark.parametrize("name,config,sub,sizes", [
+    ("dior_rsvg", None, "", {"train": 3, "validation": 2, "test": 3}),
+    ("rsvqa", "lr", "lr", {"train": 1, "validation": 1, "test": 2}),
+    ("vrsbench", None, "", {"train": 1, "validation": 2}),
+    ("skyscript", "top30pct", "", {"train": 2, "validation": 1, "test": 3}),
+])
+def test_builders_find_the_release_inside_a_wrapper_folder(tmp_path, name, config, sub, sizes):
+    """The same release one folder down (unzipped into a folder of its own) builds the same splits."""
+    manual = tmp_path / "manual"
+    shutil.copytree(fixture(name, sub or None), manual / "downloads" / name, ignore=shutil.ignore_patterns("*.py"))
+    splits = build(name, config, manual, tmp_path / "out")
+    assert {s: len(v) for s, v in splits.items()} == sizes

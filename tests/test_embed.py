@@ -97,7 +97,7 @@ def test_embed_matches_transformers_on_documented_prompts(hf_dir, cases, tmp_pat
 
 
 def test_collate_renders_the_documented_prompts(hf_dir, cases, tmp_path):
-    from vlm2geovec_jax.inputs.records import item_from_dict
+    from vlm2geovec_jax.inputs.jsonl import item_from_dict
 
     tok = Tokenizer.from_dir(hf_dir)
     items = [item_from_dict(c[0]) for c in cases]
@@ -120,7 +120,7 @@ def test_collate_renders_the_documented_prompts(hf_dir, cases, tmp_path):
 
 def test_boxes_without_image_size_take_the_size_of_the_image(cases):
     from vlm2geovec_jax.inputs.errors import RecordError
-    from vlm2geovec_jax.inputs.records import item_from_dict
+    from vlm2geovec_jax.inputs.jsonl import item_from_dict
 
     given = cases[2][0]
     assert given["image_size"] == [64, 48]

@@ -1,5 +1,6 @@
 """InfoNCE: parity with a brute-force numpy loop, sharding invariance, and masks that really mask."""
 import itertools
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vlm2geovec_jax.train.loss import content_id_words, info_nce
+from vlm2geovec_jax.train.loss import content_id_words, info_nce, query_task_ids
 
 
 def _unit(rng, n, d):
@@ -34,12 +35,14 @@ def _batch(seed=0, nq=8, h=0, d=16, padded=False, dup_ids=False):
     return q, t, q_valid, t_valid, ids
 
 
-def _reference(q, t, temp, direction, q_valid, t_valid, ids):
-    """Loop over rows in float64; excluded columns are simply left out of the softmax."""
+def _reference(q, t, temp, direction, q_valid, t_valid, ids, tasks=None):
+    """Loop over rows in float64; excluded columns (padding, false negatives, other tasks' targets) are simply
+    left out of the softmax."""
     q, t = q.astype(np.float64), t.astype(np.float64)
     nq, nt = len(q), len(t)
     group = nt // nq
     pos = [i * group for i in range(nq)]
+    tasks = np.zeros(nq, int) if tasks is None else tasks
 
     def row(sims, keep, label):
         cols = [j for j in range(len(sims)) if keep(j)]
@@ -58,11 +61,13 @@ def _reference(q, t, temp, direction, q_valid, t_valid, ids):
         for i in rows:
             if name == "q2t":
                 sims = t @ q[i]
-                keep = lambda j, i=i: t_valid[j] and (j == pos[i] or ids[j] != ids[pos[i]])
+                keep = lambda j, i=i: (t_valid[j] and (j == pos[i] or ids[j] != ids[pos[i]])
+                                       and tasks[j // group] == tasks[i])
                 r = row(sims, keep, pos[i])
             else:
                 sims = q @ t[pos[i]]
-                keep = lambda j, i=i: q_valid[j] and (j == i or ids[pos[j]] != ids[pos[i]])
+                keep = lambda j, i=i: (q_valid[j] and (j == i or ids[pos[j]] != ids[pos[i]])
+                                       and tasks[j] == tasks[i])
                 r = row(sims, keep, i)
             losses.append(r[0]), grads.append(r[1]), hits.append(r[2])
         n = max(len(rows), 1)
@@ -96,6 +101,45 @@ def test_matches_numpy_loop(direction, h, dup_ids, padded, learnable):
     np.testing.assert_allclose(metrics["accuracy"], want_acc, rtol=1e-6)
     assert int(metrics["num_valid"]) == n
     np.testing.assert_allclose(metrics["temperature"], temp, rtol=1e-6)
+
+
+@pytest.mark.parametrize("direction,h", list(itertools.product(["q2t", "bidirectional"], [0, 2])))
+def test_task_mask_matches_numpy_loop(direction, h):
+    """Sub-batches of 2 queries from 3 tasks (two sub-batches of task 1): negatives only from the own task."""
+    q, t, q_valid, t_valid, ids = _batch(seed=20 + h, h=h, padded=True, dup_ids=True)
+    tasks = np.array([0, 0, 1, 1, 2, 2, 1, 1], np.int32)
+    want_loss, _, want_acc, n = _reference(q, t, 0.02, direction, q_valid, t_valid, ids, tasks)
+    loss, metrics = info_nce(q, t, direction=direction, query_valid=q_valid, target_valid=t_valid,
+                             target_ids=content_id_words(ids), query_tasks=tasks)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], want_acc, rtol=1e-6)
+    assert int(metrics["num_valid"]) == n
+    unmasked, _ = info_nce(q, t, direction=direction, query_valid=q_valid, target_valid=t_valid,
+                           target_ids=content_id_words(ids))
+    assert float(loss) < float(unmasked)  # fewer negatives in every row: the mask really removes columns
+
+
+def test_other_tasks_targets_have_no_influence():
+    """Row 0 is task 0; every target of the task-1 queries (positives and hard negatives) is not its negative."""
+    q, t, *_ = _batch(seed=12, nq=6, h=1, d=8)
+    tasks = np.array([0, 0, 0, 1, 1, 1], np.int32)
+    q_valid = np.arange(6) == 0
+    fn = jax.jit(lambda tt: info_nce(q, tt, query_valid=q_valid, query_tasks=tasks)[0])
+    base = fn(t)
+    moved = t.copy()
+    moved[6:] = q[0]  # targets 6..11 belong to queries 3..5 (task 1)
+    np.testing.assert_array_equal(fn(moved), base)
+    moved[2] = q[0]  # query 1's positive, same task: it does matter
+    assert float(fn(moved)) > float(base) + 1.0
+
+
+def test_query_task_ids_repeat_each_sub_batch_task():
+    ids = query_task_ids(np.array([b"vqa", b"caption", b"vqa"]), 6)
+    vqa, cap = zlib.crc32(b"vqa") & 0x7FFFFFFF, zlib.crc32(b"caption") & 0x7FFFFFFF
+    np.testing.assert_array_equal(ids, [vqa, vqa, cap, cap, vqa, vqa])
+    np.testing.assert_array_equal(query_task_ids(None, 3), [0, 0, 0])
+    with pytest.raises(ValueError, match="5 query rows do not split into 3 sub-batches"):
+        query_task_ids(["a", "b", "c"], 5)
 
 
 def test_default_is_vlm2vec_q2t_cross_entropy():
@@ -177,6 +221,8 @@ def test_content_id_words_keeps_64_bit_hashes_apart():
     (dict(direction="t2q"), "direction='t2q'; expected one of ('q2t', 'bidirectional')"),
     (dict(query_valid=np.ones(3, bool)), "query_valid has shape (3,); expected (4,)"),
     (dict(target_ids=np.zeros(4, np.float32)), "target_ids has shape (4,) and dtype float32"),
+    (dict(query_tasks=np.zeros(3, np.int32)), "query_tasks has shape (3,) and dtype int32; expected integers of "
+                                              "shape (4,)"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, message):
     args = dict(query=np.zeros((4, 4)), target=np.zeros((4, 4)))

@@ -14,7 +14,7 @@ from hf_utils import hf_embed, torch, transformers
 from vlm2geovec_jax import cli, demo
 from vlm2geovec_jax.inputs.collate import encode_item
 from vlm2geovec_jax.inputs.processing import Processing
-from vlm2geovec_jax.inputs.records import item_from_dict
+from vlm2geovec_jax.inputs.jsonl import item_from_dict
 from vlm2geovec_jax.inputs.tokenizer import Tokenizer, build_demo_tokenizer
 
 peft = pytest.importorskip("peft")

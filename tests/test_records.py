@@ -5,10 +5,11 @@ import logging
 import pytest
 
 from vlm2geovec_jax.inputs.errors import RecordError
-from vlm2geovec_jax.inputs.records import (Box, EvalRow, Geo, Item, Pair, Source, eval_row_from_dict,
-                                           eval_row_from_mmeb, eval_row_to_dict, item_from_dict, item_to_dict, located,
-                                           pair_from_dict, pair_to_dict, read_eval_rows_jsonl, read_items_jsonl,
-                                           read_mmeb_jsonl, read_mmeb_parquet, read_pairs_jsonl, write_jsonl)
+from vlm2geovec_jax.inputs.jsonl import (eval_row_from_dict, eval_row_to_dict, item_from_dict, item_to_dict,
+                                         pair_from_dict, pair_to_dict, read_eval_rows_jsonl, read_items_jsonl,
+                                         read_pairs_jsonl, write_jsonl)
+from vlm2geovec_jax.inputs.mmeb import eval_row_from_mmeb, read_mmeb_jsonl, read_mmeb_parquet
+from vlm2geovec_jax.inputs.records import Box, EvalRow, Geo, Item, Pair, Source, located
 
 IMG = {"image": "scene.png", "image_size": [800, 600]}
 WHERE = "file items.jsonl, record 7, field"
@@ -284,8 +285,8 @@ def test_read_mmeb_jsonl_and_parquet(tmp_path):
     assert [r.qid for r in reader] == ["ucm/1", "ucm/3"] and reader.bad.total == 1
     assert list(reader)[0].query.image == "root/UCM/a.jpg"
 
-    pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+    import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist([MMEB_ROW, bad, MMEB_ROW]), tmp_path / "ucm.parquet")
     rows = list(read_mmeb_parquet(tmp_path / "ucm.parquet", task="ucm", on_bad_record="skip"))
     assert [r.qid for r in rows] == ["ucm/0", "ucm/2"] and rows[0].query.image == "UCM/a.jpg"

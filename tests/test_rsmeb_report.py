@@ -1,4 +1,4 @@
-"""Report: aggregation, golden Markdown, the PIL chart; zero-shot prompt ensembles against a numpy reference."""
+"""Report: aggregation, golden Markdown, the matplotlib chart; zero-shot prompt ensembles against a numpy reference."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from vlm2geovec_jax.inputs.records import Item
-from vlm2geovec_jax.rsmeb.report import build_report, draw_chart, to_markdown, write_report
+from vlm2geovec_jax.rsmeb.report import build_report, chart_figure, draw_chart, to_markdown, write_report
 from vlm2geovec_jax.rsmeb.suite import suite_from_config
 from vlm2geovec_jax.rsmeb.zeroshot import DEFAULT_TEMPLATES, ZeroShotClassifier, class_embeddings, class_items
 
@@ -72,15 +73,32 @@ def test_markdown_golden():
 
 def test_chart_and_files(tmp_path):
     report = _report()
+    fig = chart_figure(report, width=600)
+    [ax] = fig.axes
+    assert [b.get_width() for b in ax.patches[:3]] == [80.0, 41.0, 30.0]  # P@1 per task, in report order
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cls  80.0", "vqa  41.0", "ref  30.0"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "20", "40", "60", "80", "100"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("P@1 (%)", "task  P@1")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "scene_classification", "vqa", "grounding_region", "chance", "paper"]
+    # the rendered pixels: the group colour inside the first bar (cls, 80%), white past its end
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3]
+    h = pixels.shape[0]
+
+    def pixel(x, y):
+        px, py = ax.transData.transform((x, y))
+        return tuple(pixels[int(h - py), int(px)])
+
+    assert pixel(50, 0) == (0x42, 0x85, 0xf4) and pixel(90, 0) == (255, 255, 255)
+    vqa = tuple(round(255 * c) for c in ax.patches[1].get_facecolor()[:3])
+    assert pixel(20, 1) == vqa != pixel(50, 0)  # the vqa bar at its row, in another group's colour
     image = draw_chart(report, width=600)
-    assert image.size == (600, 30 + 3 * 24 + 30)
-    y = 30 + 0 * 24 + 9  # middle of the first bar (cls, 80%): group colour inside, white past its end
-    plot_w = 600 - 290 - 60
-    assert image.getpixel((290 + int(plot_w * 0.5), y)) == (66, 133, 244)
-    assert image.getpixel((290 + int(plot_w * 0.9), y)) == (255, 255, 255)
+    assert image.mode == "RGB" and image.size == (600, h)
     paths = write_report(report, tmp_path)
     assert json.loads(paths["json"].read_text())["overall"]["p@1"] == pytest.approx(report["overall"]["p@1"])
-    assert Image.open(paths["chart"]).size == (1000, image.size[1])
+    assert Image.open(paths["chart"]).size[0] == 1000
     assert paths["markdown"].read_text().startswith("# mini")
 
 

@@ -17,12 +17,15 @@ from vlm2geovec_jax.weights.checkpoint import load_model
 TINY = "configs/tiny.py"
 
 
-def _loss_and_grads(config, mesh):
+def _loss_and_grads(config, mesh, tasks=None):
     with jax.set_mesh(mesh):
         model = trainer.build_model(config, mesh)
         graphdef, params, frozen = trainer.split_trainable(model, config)
         source = data_lib.make_source(model.cfg, config, process_index=0, process_count=1)
-        batch = trainer.to_global(source.batch(0), mesh)
+        host = source.batch(0)
+        if tasks is not None:
+            host["tasks"] = np.asarray(tasks)  # the task of each sub-batch, as the pipeline gives it
+        batch = trainer.to_global(host, mesh)
         loss, metrics, grads = jax.jit(trainer.make_grad_fn(graphdef, config, mesh))(params, frozen, batch)
         return float(loss), jax.tree.map(np.asarray, grads)
 
@@ -38,6 +41,15 @@ def test_loss_and_gradients_do_not_depend_on_the_mesh(trainable):
         np.testing.assert_allclose(loss, loss0, rtol=1e-5, err_msg=str(shape))
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads0)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=str(shape))
+
+
+def test_same_task_negatives_reach_the_loss():
+    """Flag on: two tasks in one batch mask each other's targets (a lower loss); one task changes nothing."""
+    mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    off = _loss_and_grads(load_config(TINY, []), mesh, tasks=["caption", "vqa"])[0]
+    on = load_config(TINY, ["loss.same_task_negatives=true"])
+    assert _loss_and_grads(on, mesh, tasks=["caption", "caption"])[0] == pytest.approx(off, rel=1e-6)
+    assert _loss_and_grads(on, mesh, tasks=["caption", "vqa"])[0] < off - 1e-3
 
 
 def test_grad_cache_with_four_chunks_equals_the_dense_gradient():

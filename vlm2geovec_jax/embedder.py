@@ -27,7 +27,8 @@ from vlm2geovec_jax.inputs.collate import EncodedItem, check_compatible, collate
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.identity import item_key
 from vlm2geovec_jax.inputs.processing import Processing
-from vlm2geovec_jax.inputs.records import BadRecordLog, Item, JsonlReader, item_from_dict
+from vlm2geovec_jax.inputs.jsonl import BadRecordLog, JsonlReader, item_from_dict
+from vlm2geovec_jax.inputs.records import Item
 from vlm2geovec_jax.inputs.tokenizer import Tokenizer
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.encoder import Encoder

@@ -91,7 +91,7 @@ class Builder(tfds_common.ManualBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put DIOR_RSVG/ (Annotations/, JPEGImages/, train.txt, val.txt, test.txt) from the RSVG-pytorch "
-        "release in the manual dir (or make the manual dir that folder). See data/README.md.")
+        "release in the manual dir, as it unzips. See data/README.md.")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
@@ -105,7 +105,7 @@ class Builder(tfds_common.ManualBuilder):
         }))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = tfds_common.find_root(Path(dl_manager.manual_dir), "Annotations", ("DIOR_RSVG",))
+        root = tfds_common.find_root(Path(dl_manager.manual_dir), "Annotations")
         objects = []
         for xml_path in sorted((root / "Annotations").glob("*.xml")):
             filename, size, objs = parse_annotation(xml_path)

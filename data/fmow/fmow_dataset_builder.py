@@ -64,8 +64,8 @@ class Builder(tfds_common.ManualBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Download fMoW-rgb (train/, val/, optionally test/) and put those folders in the manual dir (or in "
-        "manual_dir/fmow-rgb). See data/README.md.")
+        "Unpack fMoW-rgb (train/, val/, optionally test/) in the manual dir, with or without its fmow-rgb/ "
+        "folder. See data/README.md.")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
@@ -85,7 +85,7 @@ class Builder(tfds_common.ManualBuilder):
         }))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = tfds_common.find_root(Path(dl_manager.manual_dir), "train", ("fmow-rgb", "fMoW-rgb"))
+        root = tfds_common.find_root(Path(dl_manager.manual_dir), "train")
         return {split: self._generate_examples(root / folder, labelled=folder != "test")
                 for split, folder in SPLITS.items() if (root / folder).is_dir()}
 

@@ -1,11 +1,12 @@
 """GeoChat-Bench `referring.jsonl` and `region_captioning.jsonl`: one example per line.
 
-Lines carry `question_id`, `image_id` (the image is `<image_id>.png`), `question`, `ground_truth`, `type`,
+Lines carry `question_id`, `image_id` (the image is `<image_id>.png` in GeoChat_Instruct's image folder,
+`final_images_llava/`, found wherever images.zip was unzipped under the manual dir), `question`, `ground_truth`, `type`,
 `dataset`, `obj_ids`, `size_group`. Referring: `question` is the expression and `ground_truth` the target
 box(es), either pixel polygons (4 corners) / pixel xyxy lists, or GeoChat box strings. Region captioning:
 `question` holds the box string and `ground_truth` is the caption. A GeoChat box string is
 `{<x1><y1><x2><y2>|<angle>}` (several may follow each other) with integers in percent of the image width and
-height and the rotation in degrees. `boxes` is the pixel xyxy (for a box string: before rotation, with the
+height and the rotation in degrees, read with the prompts' own grammar (inputs/serialize.py). `boxes` is the pixel xyxy (for a box string: before rotation, with the
 angle in `angles`); `polygons` are the 4 corners in pixels (a box string's corners turned by the angle about
 the box centre, as GeoChat's evaluation does).
 """
@@ -15,7 +16,6 @@ import ast
 import dataclasses
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,34 +23,25 @@ import tensorflow_datasets as tfds
 
 from vlm2geovec_jax.inputs import tfds_common
 from vlm2geovec_jax.inputs.errors import RecordError
+from vlm2geovec_jax.inputs.records import located
+from vlm2geovec_jax.inputs.serialize import parse_geochat_boxes
 
-_BOX_STRING = re.compile(r"\{\s*<(-?\d+(?:\.\d+)?)>\s*<(-?\d+(?:\.\d+)?)>\s*<(-?\d+(?:\.\d+)?)>\s*"
-                         r"<(-?\d+(?:\.\d+)?)>\s*(?:\|\s*<(-?\d+(?:\.\d+)?)>\s*)?\}")
+IMAGE_DIR = "final_images_llava"  # GeoChat_Instruct's images.zip: share/softwares/kartik/GeoChat_finetuning/<this>
 
 
 def parse_box_string(text: str, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xyxy [n,4], angles [n], polygons [n,4,2]) in pixels from GeoChat `{<x1><y1><x2><y2>|<a>}` strings.
 
-    Raises ValueError for no box, a value outside [0, 100] or an angle outside [0, 360] (360 is stored as 0).
+    The grammar is the prompts' own (serialize.parse_geochat_boxes), so a box reads here exactly as the
+    model is shown it. A value over 100, an angle outside [0, 360] or no box at all raises RecordError.
     """
-    matches = _BOX_STRING.findall(text)
-    if not matches:
-        raise ValueError(f"expected GeoChat boxes '{{<x1><y1><x2><y2>|<angle>}}', got '{text[:80]}'")
-    boxes, angles, polys = [], [], []
-    for m in matches:
-        vals = [float(v) for v in m[:4]]
-        angle = float(m[4]) if m[4] else 0.0
-        if any(not 0 <= v <= 100 for v in vals):
-            raise ValueError(f"box values {vals} must be percentages in [0, 100]")
-        if not 0 <= angle <= 360:
-            raise ValueError(f"angle {angle:g} must be in [0, 360] degrees")
-        angle = 0.0 if angle == 360 else angle  # records.Box keeps angles in [0, 360)
-        x1, x2 = vals[0] * width / 100, vals[2] * width / 100
-        y1, y2 = vals[1] * height / 100, vals[3] * height / 100
-        boxes.append([x1, y1, x2, y2])
-        angles.append(angle)
-        polys.append(rotate_rectangle(x1, y1, x2, y2, angle))
-    return np.array(boxes, np.float64), np.array(angles, np.float32), np.array(polys, np.float32)
+    found = parse_geochat_boxes(text, (width, height))
+    if not found:
+        raise RecordError(f"expected GeoChat boxes '{{<x1><y1><x2><y2>|<angle>}}', got '{text[:80]}'")
+    boxes = np.array([b.xyxy for b in found], np.float64)
+    angles = np.array([b.angle or 0.0 for b in found], np.float32)
+    polys = np.array([rotate_rectangle(*b.xyxy, b.angle or 0.0) for b in found], np.float32)
+    return boxes, angles, polys
 
 
 def rotate_rectangle(x1: float, y1: float, x2: float, y2: float, angle_deg: float) -> list[list[float]]:
@@ -61,7 +52,7 @@ def rotate_rectangle(x1: float, y1: float, x2: float, y2: float, angle_deg: floa
             for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
 
 
-def parse_pixel_boxes(gt) -> np.ndarray:
+def pixel_polygons(gt) -> np.ndarray:
     """Referring ground truth as pixel polygons [n, 4, 2]: accepts xyxy lists, 8 numbers or 4 (x, y) corners."""
     if isinstance(gt, str):
         try:
@@ -103,8 +94,9 @@ class Builder(tfds_common.ManualBuilder):
                       jsonl="region_captioning.jsonl"),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Put referring.jsonl / region_captioning.jsonl from HF MBZUAI/GeoChat-Bench in the manual dir and "
-        "the images as images/<image_id>.png (or <image_id>.png next to the jsonl). See data/README.md.")
+        "Download HF MBZUAI/GeoChat-Bench (referring.jsonl, region_captioning.jsonl) and GeoChat_Instruct's "
+        "images.zip (cat images_parta* > images.zip) into the manual dir and unzip images.zip there, as it "
+        "unzips (share/softwares/kartik/GeoChat_finetuning/final_images_llava/). See data/README.md.")
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
@@ -127,17 +119,19 @@ class Builder(tfds_common.ManualBuilder):
         return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = tfds_common.find_root(Path(dl_manager.manual_dir), self.builder_config.jsonl, ("GeoChat-Bench",))
-        return {"test": self._generate_examples(root, root / self.builder_config.jsonl)}
+        manual_dir = Path(dl_manager.manual_dir)
+        root = tfds_common.find_root(manual_dir, self.builder_config.jsonl)
+        images = tfds_common.find_dir(manual_dir, (IMAGE_DIR,))
+        return {"test": self._generate_examples(images, root / self.builder_config.jsonl)}
 
-    def _generate_examples(self, root: Path, jsonl: Path):
+    def _generate_examples(self, images: Path, jsonl: Path):
         with open(jsonl, encoding="utf-8") as f:
             for line_no, line in enumerate(f, start=1):
                 if line.strip():
-                    key, example = self._example(root, jsonl, line_no, line)
+                    key, example = self._example(images, jsonl, line_no, line)
                     yield key, example
 
-    def _example(self, root: Path, jsonl: Path, line_no: int, line: str) -> tuple[str, dict]:
+    def _example(self, images: Path, jsonl: Path, line_no: int, line: str) -> tuple[str, dict]:
         file, record = str(jsonl), f"line {line_no}"
         try:
             row = json.loads(line)
@@ -146,9 +140,7 @@ class Builder(tfds_common.ManualBuilder):
         image_id = str(tfds_common.require_key(row, "image_id", file=file, record=record))
         qid = str(row.get("question_id", line_no))
         record = f"line {line_no} (question_id {qid})"
-        img_path = next((p for p in (root / "images" / f"{image_id}.png", root / f"{image_id}.png") if p.exists()),
-                        root / "images" / f"{image_id}.png")
-        img = tfds_common.encode_image(img_path, record=record)
+        img = tfds_common.encode_image(images / f"{image_id}.png", record=record)
         question = str(tfds_common.require_key(row, "question", file=file, record=record))
         truth = tfds_common.require_key(row, "ground_truth", file=file, record=record)
         example = {"image": img.data, "image_id": image_id, "question_id": qid, "image_size": img.size,
@@ -161,8 +153,8 @@ class Builder(tfds_common.ManualBuilder):
         else:
             try:
                 boxes, angles, polygons = parse_box_string(question, img.width, img.height)
-            except ValueError as e:
-                raise RecordError(str(e), file=file, record=record, field="question") from e
+            except RecordError as e:
+                raise located(e, file=file, record=record, prefix="question") from None
             example.update(captions=[str(truth)], angles=angles, polygons=polygons,
                            boxes=tfds_common.check_boxes(boxes, img.width, img.height, file=file, record=record,
                                                          field="question"))
@@ -174,8 +166,10 @@ class Builder(tfds_common.ManualBuilder):
             if isinstance(truth, str) and "{" in truth and "<" in truth:
                 xyxy, _, polygons = parse_box_string(truth, img.width, img.height)
             else:
-                polygons = parse_pixel_boxes(truth)
+                polygons = pixel_polygons(truth)
                 xyxy = np.concatenate([polygons.min(1), polygons.max(1)], -1)
+        except RecordError as e:
+            raise located(e, file=file, record=record, prefix="ground_truth") from None
         except (ValueError, SyntaxError, TypeError) as e:
             raise RecordError(str(e), file=file, record=record, field="ground_truth") from e
         boxes = tfds_common.check_boxes(xyxy, img.width, img.height, file=file, record=record,

@@ -20,12 +20,11 @@ SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test", "restval":
 
 @dataclasses.dataclass
 class CaptionConfig(tfds.core.BuilderConfig):
-    """json_name: the caption file; image_dirs: candidate image folders next to it; subdirs: where the
-    archive may have put both."""
+    """json_name: the caption file; image_dirs: the names its image folder has (next to the JSON, or
+    anywhere under the manual dir when the images come in an archive of their own)."""
 
     json_name: str = ""
     image_dirs: tuple[str, ...] = ()
-    subdirs: tuple[str, ...] = ()
     has_keywords: bool = False
 
 
@@ -36,21 +35,18 @@ class Builder(tfds_common.ManualBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         CaptionConfig(name="rsicd", description="RSICD: 10,921 images, 5 captions each, 224x224 JPG.",
-                      json_name="dataset_rsicd.json", image_dirs=("RSICD_images", "images"),
-                      subdirs=("RSICD",)),
+                      json_name="dataset_rsicd.json", image_dirs=("RSICD_images", "images")),
         CaptionConfig(name="rsitmd", description="RSITMD: 4,743 images, 5 captions and keywords each.",
-                      json_name="dataset_RSITMD.json", image_dirs=("images",), subdirs=("RSITMD",),
+                      json_name="dataset_RSITMD.json", image_dirs=("images",),
                       has_keywords=True),
         CaptionConfig(name="ucm_captions", description="UCM-Captions: 2,100 UCM TIFs, 5 captions each.",
-                      json_name="dataset.json", image_dirs=("imgs", "images"),
-                      subdirs=("UCM_captions", "UCM-Captions")),
+                      json_name="dataset.json", image_dirs=("imgs", "images")),
         CaptionConfig(name="sydney_captions", description="Sydney-Captions: 613 images, 5 captions each.",
-                      json_name="dataset.json", image_dirs=("imgs", "images"),
-                      subdirs=("Sydney_captions", "Sydney-Captions")),
+                      json_name="dataset.json", image_dirs=("imgs", "images")),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Put the caption JSON (dataset_rsicd.json / dataset_RSITMD.json / dataset.json) and its image folder "
-        "(RSICD_images/, images/, imgs/) in the manual dir. See data/README.md.")
+        "Unzip the caption JSON (dataset_rsicd.json / dataset_RSITMD.json / dataset.json) and its images "
+        "(RSICD_images/, images/, imgs/) in the manual dir, as they unzip. See data/README.md.")
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
@@ -65,11 +61,13 @@ class Builder(tfds_common.ManualBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         cfg = self.builder_config
-        root = tfds_common.find_root(Path(dl_manager.manual_dir), cfg.json_name, cfg.subdirs)
+        manual_dir = Path(dl_manager.manual_dir)
+        root = tfds_common.find_root(manual_dir, cfg.json_name)
         json_path = root / cfg.json_name
         images = tfds_common.require_key(tfds_common.read_json(json_path), "images", file=str(json_path),
                                          record="top level")
-        image_dir = next((root / d for d in cfg.image_dirs if (root / d).is_dir()), root / cfg.image_dirs[0])
+        image_dir = next((root / d for d in cfg.image_dirs if (root / d).is_dir()), None)
+        image_dir = image_dir or tfds_common.find_dir(manual_dir, cfg.image_dirs)
         by_split: dict[str, list[tuple[int, dict]]] = {}
         for i, entry in enumerate(images):
             split = tfds_common.require_key(entry, "split", file=str(json_path), record=i)

@@ -21,12 +21,11 @@ from vlm2geovec_jax.inputs.errors import RecordError
 
 @dataclasses.dataclass
 class RsvqaConfig(tfds.core.BuilderConfig):
-    """prefix: JSON name prefix; image_dir: image folder; splits: {file split name: TFDS split name}."""
+    """prefix: JSON name prefix; image_dir: the image archive's folder; splits: {file split: TFDS split}."""
 
     prefix: str = ""
     image_dir: str = ""
     splits: tuple[tuple[str, str], ...] = ()
-    subdirs: tuple[str, ...] = ()
 
 
 class Builder(tfds_common.ManualBuilder):
@@ -36,10 +35,10 @@ class Builder(tfds_common.ManualBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         RsvqaConfig(name="lr", description="RSVQA-LR: 256x256 Sentinel-2 RGB, Netherlands.",
-                    prefix="LR_split", image_dir="Images_LR", subdirs=("RSVQA_LR",),
+                    prefix="LR_split", image_dir="Images_LR",
                     splits=(("train", "train"), ("val", "validation"), ("test", "test"))),
         RsvqaConfig(name="hr", description="RSVQA-HR: 512x512 USGS orthophotos; test_phili = Philadelphia.",
-                    prefix="USGS_split", image_dir="Data", subdirs=("RSVQA_HR",),
+                    prefix="USGS_split", image_dir="Data",
                     splits=(("train", "train"), ("val", "validation"), ("test", "test"),
                             ("test_phili", "test_phili"))),
     ]
@@ -63,8 +62,11 @@ class Builder(tfds_common.ManualBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         cfg = self.builder_config
         first = f"{cfg.prefix}_{cfg.splits[0][0]}_images.json"
-        root = tfds_common.find_root(Path(dl_manager.manual_dir), first, cfg.subdirs)
-        return {tfds_split: self._generate_examples(root, split) for split, tfds_split in cfg.splits}
+        manual_dir = Path(dl_manager.manual_dir)
+        root = tfds_common.find_root(manual_dir, first)
+        images = root / cfg.image_dir
+        images = images if images.is_dir() else tfds_common.find_dir(manual_dir, (cfg.image_dir,))
+        return {tfds_split: self._generate_examples(root, images, split) for split, tfds_split in cfg.splits}
 
     def _load(self, root: Path, split: str, kind: str) -> tuple[Path, dict[int, dict]]:
         path = root / f"{self.builder_config.prefix}_{split}_{kind}.json"
@@ -74,7 +76,7 @@ class Builder(tfds_common.ManualBuilder):
             by_id[int(tfds_common.require_key(entry, "id", file=str(path), record=i))] = entry
         return path, by_id
 
-    def _generate_examples(self, root: Path, split: str):
+    def _generate_examples(self, root: Path, image_dir: Path, split: str):
         images_path, images = self._load(root, split, "images")
         questions_path, questions = self._load(root, split, "questions")
         answers_path, answers = self._load(root, split, "answers")
@@ -97,8 +99,7 @@ class Builder(tfds_common.ManualBuilder):
                            "question_type": str(q.get("type", ""))})
             if not qa:
                 continue
-            img = tfds_common.encode_image(root / self.builder_config.image_dir / f"{image_id}.tif",
-                                           record=image_id)
+            img = tfds_common.encode_image(image_dir / f"{image_id}.tif", record=image_id)
             yield image_id, {"image": img.data, "image_id": str(image_id), "image_size": img.size, "qa": qa}
 
 

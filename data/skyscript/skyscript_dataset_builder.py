@@ -1,7 +1,8 @@
 """SkyScript: one example per caption-CSV row, with the image's lon/lat box and its centre.
 
 Captions come from the split CSVs (`filepath`, `title`, `title_multi_objects`, optional `similarity_*`);
-`filepath` is `images<k>/<name>.jpg` relative to the root. The coordinates are not in the CSV: each image
+`filepath` is `images<k>/<name>.jpg`; each `images<k>/` and `meta<k>/` folder is found wherever its archive
+was unzipped under the manual dir. The coordinates are not in the CSV: each image
 has `meta<k>/<name>.pickle`, a dict whose `box` is (west lon, south lat, east lon, north lat). The pickle is
 read with an unpickler that only builds plain containers and numbers, so a file cannot run code. lat/lon is
 the box centre; `bbox_lonlat` keeps the box. The split CSVs are picked by glob, one per split and config
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,37 +102,40 @@ class Builder(tfds_common.ManualBuilder):
         }))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = Path(dl_manager.manual_dir)
-        return {split: self._generate_examples(root, self._csv(root, pattern))
+        manual_dir = Path(dl_manager.manual_dir)
+        return {split: self._generate_examples(manual_dir, self._csv(manual_dir, pattern))
                 for split, pattern in self.builder_config.csv_globs}
 
     @staticmethod
-    def _csv(root: Path, pattern: str) -> Path:
+    def _csv(manual_dir: Path, pattern: str) -> Path:
+        root = tfds_common.find_root(manual_dir, pattern)
         matches = sorted(root.glob(pattern))
         if len(matches) != 1:
             found = ", ".join(p.name for p in matches) or "none"
             raise RecordError(f"expected exactly one CSV matching '{pattern}', found {found}", file=str(root))
         return matches[0]
 
-    def _generate_examples(self, root: Path, csv_path: Path):
+    def _generate_examples(self, manual_dir: Path, csv_path: Path):
+        folders = functools.cache(lambda name: tfds_common.find_dir(manual_dir, (name,)))
         with open(csv_path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if "filepath" not in (reader.fieldnames or []):
                 raise RecordError("missing column", file=str(csv_path), record="header", field="filepath")
             for row_no, row in enumerate(reader, start=2):
-                yield row["filepath"], self._example(root, csv_path, row_no, row)
+                yield row["filepath"], self._example(folders, csv_path, row_no, row)
 
     @staticmethod
-    def _example(root: Path, csv_path: Path, row_no: int, row: dict) -> dict:
+    def _example(folders: Callable[[str], Path], csv_path: Path, row_no: int, row: dict) -> dict:
+        """`folders` finds an archive's folder (images4, meta4) wherever it was unzipped."""
         rel = Path(row["filepath"])
         captions = [row[c].strip() for c in CAPTION_COLUMNS if (row.get(c) or "").strip()]
         if not captions:
             raise RecordError("no caption: expected a non-empty title", file=str(csv_path), record=f"row {row_no}",
                               field="title")
-        meta_path = root / rel.parent.name.replace("images", "meta", 1) / f"{rel.stem}.pickle"
+        meta_path = folders(rel.parent.name.replace("images", "meta", 1)) / f"{rel.stem}.pickle"
         meta = read_meta(meta_path, record=rel.stem)
         lat, lon, box = box_centre(tfds_common.require_key(meta, "box", file=str(meta_path), record=rel.stem),
                                    file=str(meta_path), record=rel.stem)
-        img = tfds_common.encode_image(root / rel, record=row["filepath"])
+        img = tfds_common.encode_image(folders(rel.parent.name) / rel.name, record=row["filepath"])
         return {"image": img.data, "image_id": row["filepath"], "image_size": img.size, "captions": captions,
                 "lat": lat, "lon": lon, "bbox_lonlat": box}

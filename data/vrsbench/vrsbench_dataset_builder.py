@@ -58,15 +58,23 @@ class Builder(tfds_common.ManualBuilder):
         }))
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        root = tfds_common.find_root(Path(dl_manager.manual_dir), "Annotations_train", ("VRSBench",))
-        return {split: self._generate_examples(root, name) for split, name in SPLITS.items()
-                if (root / f"Annotations_{name}").is_dir()}
+        manual_dir = Path(dl_manager.manual_dir)
+        tfds_common.find_dir(manual_dir, [f"Annotations_{name}" for name in SPLITS.values()])
+        splits = {}
+        for split, name in SPLITS.items():
+            try:
+                annotations = tfds_common.find_dir(manual_dir, (f"Annotations_{name}",))
+            except RecordError:
+                continue  # a split whose archive was not downloaded
+            images = tfds_common.find_dir(manual_dir, (f"Images_{name}",))
+            splits[split] = self._generate_examples(annotations, images)
+        return splits
 
-    def _generate_examples(self, root: Path, name: str):
-        for json_path in sorted((root / f"Annotations_{name}").glob("*.json")):
+    def _generate_examples(self, annotations: Path, images: Path):
+        for json_path in sorted(annotations.glob("*.json")):
             ann = tfds_common.read_json(json_path)
             image_name = str(ann.get("image", f"{json_path.stem}.png"))
-            img = tfds_common.encode_image(root / f"Images_{name}" / image_name, record=image_name)
+            img = tfds_common.encode_image(images / image_name, record=image_name)
             yield image_name, self._example(ann, img, image_name, str(json_path))
 
     @staticmethod

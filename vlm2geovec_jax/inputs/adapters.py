@@ -1,4 +1,4 @@
-"""Task adapters: one example of a TFDS builder under data/ -> the Pairs (and EvalRows) of one task kind.
+"""Task adapters: one example of a TFDS builder under data/ -> the Pairs of one task kind.
 
 An adapter is ``adapter(example, info) -> list[Pair]``: ``example`` is one record as ``tfds.data_source``
 returns it (text as bytes, arrays as numpy; the image as encoded bytes when the source skips image decoding,
@@ -47,8 +47,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from vlm2geovec_jax.inputs.errors import RecordError
-from vlm2geovec_jax.inputs.records import (
-    Box, EvalRow, Geo, Item, Pair, Source, _decode_line, located, pair_from_dict)
+from vlm2geovec_jax.inputs.jsonl import _decode_line, pair_from_dict
+from vlm2geovec_jax.inputs.records import Box, Geo, Item, Pair, Source, located
 from vlm2geovec_jax.inputs.templates import TASK_KINDS, with_instruction
 
 Example = Mapping[str, Any]
@@ -343,29 +343,6 @@ def pair_json(raw: bytes | str | Mapping, info: SourceInfo) -> list[Pair]:
     return [pair_from_dict(raw)]
 
 
-# ------------------------------------------------------------------------------------------------ eval rows
-def scene_classification_eval_row(ex: Example, info: SourceInfo) -> EvalRow:
-    """The image against every class name of the dataset, gold = its label (RSMEB's classification layout)."""
-    name = _class_name(ex, info)
-    candidates = tuple(with_instruction(Item(text=class_text(c)), "scene_classification", "candidate")
-                       for c in info.class_names)
-    gold = [class_text(c) for c in info.class_names].index(name)
-    query = with_instruction(_image_item(ex), "scene_classification", "query")
-    return EvalRow(f"{info.dataset}/{info.split}/{_id(ex)}", "scene_classification", query, candidates, (gold,))
-
-
-def referring_expression_eval_rows(ex: Example, info: SourceInfo) -> list[EvalRow]:
-    """Each expression against every box of its image, gold = its own box (VRSBench, GeoScenes)."""
-    candidates = tuple(with_instruction(_region_item(ex, [b]), "referring_expression", "candidate")
-                       for b in _box_list(ex, labels=True))
-    out = []
-    for pair in referring_expression(ex, info):
-        i = int(pair.source.id.rsplit("#object", 1)[1])
-        out.append(EvalRow(f"{info.dataset}/{info.split}/{pair.source.id}", "referring_expression", pair.query,
-                           candidates, (i,)))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------- registry
 ADAPTERS: dict[tuple[str, str], Adapter] = {
     ("rs_scenes", "scene_classification"): scene_classification,
@@ -399,15 +376,6 @@ ADAPTERS: dict[tuple[str, str], Adapter] = {
     ("geoscenes", "composed_retrieval"): composed_retrieval,
     **{("pairs", kind): pair_json for kind in TASK_KINDS},
 }
-
-EVAL_ADAPTERS: dict[tuple[str, str], Callable[[Example, SourceInfo], EvalRow | list[EvalRow]]] = {
-    ("rs_scenes", "scene_classification"): scene_classification_eval_row,
-    ("fmow", "scene_classification"): scene_classification_eval_row,
-    ("geoscenes", "scene_classification"): scene_classification_eval_row,
-    ("vrsbench", "referring_expression"): referring_expression_eval_rows,
-    ("geoscenes", "referring_expression"): referring_expression_eval_rows,
-}
-
 
 def adapter(dataset: str, task: str) -> Adapter:
     """The adapter of a builder ("rs_scenes" or "rs_scenes/aid") for a task kind; errors list what exists."""

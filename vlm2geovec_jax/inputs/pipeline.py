@@ -1,8 +1,9 @@
 """The grain training pipeline: a weighted mixture of tasks in homogeneous sub-batches, checkpointable.
 
-Each step holds ``sub_batches`` sub-batches of ``sub_batch_size`` pairs. A sub-batch comes from ONE task, so
-the in-batch negatives of a query are on-task (a caption is never a negative of a VQA answer); the task of
-each sub-batch is drawn with probability proportional to the task weights. A step is a pure function of
+Each step holds ``sub_batches`` sub-batches of ``sub_batch_size`` pairs. A sub-batch comes from ONE task, and
+with ``loss.same_task_negatives`` the loss keeps a query's negatives on its own task (a caption is then never a
+negative of a VQA answer; off by default, as in VLM2Vec); the task of each sub-batch is drawn with
+probability proportional to the task weights. A step is a pure function of
 (seed, step index), which is what makes the pipeline deterministic, exactly resumable (the iterator state is
 grain's: how many steps were read) and parallel (grain workers build different steps):
 
@@ -57,7 +58,8 @@ from vlm2geovec_jax.inputs.adapters import Adapter, SourceInfo
 from vlm2geovec_jax.inputs.collate import EncodedItem, check_compatible, collate_encoded, encode_item, filler_item
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.image import ImageConfig
-from vlm2geovec_jax.inputs.records import BadRecordLog, Pair, located
+from vlm2geovec_jax.inputs.jsonl import BadRecordLog
+from vlm2geovec_jax.inputs.records import Pair, located
 from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS, Tokenizer
 from vlm2geovec_jax.models.config import ModelConfig
 

@@ -1,37 +1,28 @@
-"""The records every task is expressed in: Box, Geo, Item, Pair, EvalRow, and their JSONL readers.
+"""The records every task is expressed in: Box, Geo, Item, Pair, EvalRow, and their validation.
 
 A record holds raw facts only (pixel boxes in the ORIGINAL image, WGS84 degrees, an image path or its bytes),
 never anything that depends on a resize or a prompt format, so one record serves every backbone and box
 format. Validation is strict and happens on construction: every fault raises RecordError naming the field
-(``boxes[1].xyxy``, ``geo.lat``); the ``*_from_dict`` functions and the readers add the file and record.
+(``boxes[1].xyxy``, ``geo.lat``); the readers (inputs/jsonl.py, inputs/mmeb.py) add the file and record.
 Images are never opened here (inputs/image.py decodes them and reports unreadable ones).
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
-import json
-import logging
 import math
 import numbers
 import os
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 from vlm2geovec_jax.inputs.errors import RecordError
-
-log = logging.getLogger(__name__)
 
 # Any `<|...|>` string: the tokenizer would turn it into a special token (an extra image pad, a stray box),
 # so data text must never carry one; only the prompt templates add special tokens.
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")
 ANGLE_RANGE = (0.0, 360.0)  # degrees, half-open: 360 is written as 0
-T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -101,7 +92,8 @@ def located(err: RecordError, *, file: str | os.PathLike | None = None, record: 
 
 
 @contextmanager
-def _under(prefix: str | None = None, *, file: Any = None, record: Any = None) -> Iterator[None]:
+def under(prefix: str | None = None, *, file: Any = None, record: Any = None) -> Iterator[None]:
+    """Faults raised inside the block come out ``located`` (the nested field under ``prefix``)."""
     try:
         yield
     except RecordError as err:
@@ -286,8 +278,8 @@ class Pair:
                 raise RecordError(f"expected an Item, got {type(getattr(self, name)).__name__}", field=name)
         source = self.source
         if isinstance(source, Mapping):
-            with _under("source"):
-                d = _keys(source, ("dataset", "split", "id"), ("dataset", "split", "id"))
+            with under("source"):
+                d = check_keys(source, ("dataset", "split", "id"), ("dataset", "split", "id"))
                 source = Source(d["dataset"], d["split"], d["id"])
         if not isinstance(source, Source):
             raise RecordError(f"expected a Source, got {type(source).__name__}", field="source")
@@ -327,8 +319,9 @@ def _positives(value: Any, n: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value)
 
 
-# ------------------------------------------------------------------------------------- dict conversion
-def _keys(d: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> Mapping:
+def check_keys(d: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> Mapping:
+    """``d`` itself when it is an object with only ``allowed`` keys and every ``required`` one (strict schemas
+    catch misspelt keys, which would otherwise be silently ignored)."""
     if not isinstance(d, Mapping):
         raise RecordError(f"expected a JSON object, got {type(d).__name__}")
     unknown = sorted(set(d) - set(allowed))
@@ -338,320 +331,3 @@ def _keys(d: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> M
         if k not in d:
             raise RecordError("missing required key", field=k)
     return d
-
-
-def box_from_dict(d: Mapping) -> Box:
-    """A Box from ``{"xyxy": [x1, y1, x2, y2], "label"?: str, "angle"?: degrees}``."""
-    d = _keys(d, ("xyxy", "label", "angle"), ("xyxy",))
-    return Box(d["xyxy"], d.get("label"), d.get("angle"))
-
-
-def box_to_dict(box: Box) -> dict:
-    out: dict = {"xyxy": list(box.xyxy)}
-    if box.label is not None:
-        out["label"] = box.label
-    if box.angle is not None:
-        out["angle"] = box.angle
-    return out
-
-
-def geo_from_dict(d: Mapping) -> Geo:
-    """A Geo from ``{"lat": deg, "lon": deg, "bbox_lonlat"?: [west, south, east, north]}``."""
-    d = _keys(d, ("lat", "lon", "bbox_lonlat"), ("lat", "lon"))
-    return Geo(lat=d["lat"], lon=d["lon"], bbox_lonlat=d.get("bbox_lonlat"))
-
-
-def geo_to_dict(geo: Geo) -> dict:
-    out: dict = {"lat": geo.lat, "lon": geo.lon}
-    if geo.bbox_lonlat is not None:
-        out["bbox_lonlat"] = list(geo.bbox_lonlat)
-    return out
-
-
-_ITEM_KEYS = ("text", "image", "image_size", "boxes", "geo", "instruction")
-
-
-def item_from_dict(d: Mapping, *, file: str | os.PathLike | None = None, record: str | int | None = None,
-                   prefix: str | None = None) -> Item:
-    """An Item from its JSON form (see item_to_dict); faults name ``file``, ``record`` and the field."""
-    with _under(prefix, file=file, record=record):
-        d = _keys(d, _ITEM_KEYS)
-        boxes = d.get("boxes", [])
-        if not isinstance(boxes, list):
-            raise RecordError(f"expected a list of boxes, got {boxes!r}", field="boxes")
-        parsed = []
-        for i, b in enumerate(boxes):
-            with _under(f"boxes[{i}]"):
-                parsed.append(box_from_dict(b))
-        geo = None
-        if d.get("geo") is not None:
-            with _under("geo"):
-                geo = geo_from_dict(d["geo"])
-        return Item(text=d.get("text"), image=_image_from_json(d.get("image")), image_size=d.get("image_size"),
-                    boxes=tuple(parsed), geo=geo, instruction=d.get("instruction"))
-
-
-def _image_from_json(value: Any) -> Any:
-    if not isinstance(value, Mapping):
-        return value
-    if set(value) != {"bytes_b64"} or not isinstance(value["bytes_b64"], str):
-        raise RecordError(f"expected a path or {{\"bytes_b64\": str}}, got keys {sorted(value)}", field="image")
-    try:
-        return base64.b64decode(value["bytes_b64"], validate=True)
-    except binascii.Error as err:
-        raise RecordError(f"bytes_b64 is not valid base64 ({err})", field="image") from None
-
-
-def item_to_dict(item: Item) -> dict:
-    """JSON-able form; image bytes become ``{"bytes_b64": ...}``; unset fields are left out."""
-    out: dict = {}
-    if item.text is not None:
-        out["text"] = item.text
-    if isinstance(item.image, bytes):
-        out["image"] = {"bytes_b64": base64.b64encode(item.image).decode("ascii")}
-    elif item.image is not None:
-        out["image"] = item.image
-    if item.image_size is not None:
-        out["image_size"] = list(item.image_size)
-    if item.boxes:
-        out["boxes"] = [box_to_dict(b) for b in item.boxes]
-    if item.geo is not None:
-        out["geo"] = geo_to_dict(item.geo)
-    if item.instruction is not None:
-        out["instruction"] = item.instruction
-    return out
-
-
-def _items_from_list(value: Any, name: str) -> tuple[Item, ...]:
-    if not isinstance(value, list):
-        raise RecordError(f"expected a list of items, got {type(value).__name__}", field=name)
-    return tuple(item_from_dict(v, prefix=f"{name}[{i}]") for i, v in enumerate(value))
-
-
-def pair_from_dict(d: Mapping, *, file: str | os.PathLike | None = None, record: str | int | None = None) -> Pair:
-    """A Pair from ``{"query", "positive", "negatives"?, "task", "source": {"dataset", "split", "id"}}``."""
-    with _under(file=file, record=record):
-        d = _keys(d, ("query", "positive", "negatives", "task", "source"), ("query", "positive", "task", "source"))
-        return Pair(item_from_dict(d["query"], prefix="query"), item_from_dict(d["positive"], prefix="positive"),
-                    _items_from_list(d.get("negatives", []), "negatives"), task=d["task"], source=d["source"])
-
-
-def pair_to_dict(pair: Pair) -> dict:
-    out = {"query": item_to_dict(pair.query), "positive": item_to_dict(pair.positive)}
-    if pair.negatives:
-        out["negatives"] = [item_to_dict(n) for n in pair.negatives]
-    out["task"] = pair.task
-    out["source"] = dataclasses.asdict(pair.source)
-    return out
-
-
-def eval_row_from_dict(d: Mapping, *, file: str | os.PathLike | None = None,
-                       record: str | int | None = None) -> EvalRow:
-    """An EvalRow from ``{"qid", "task", "query", "candidates": [...], "positives"?: [0]}``."""
-    with _under(file=file, record=record):
-        d = _keys(d, ("qid", "task", "query", "candidates", "positives"), ("qid", "task", "query", "candidates"))
-        return EvalRow(d["qid"], d["task"], item_from_dict(d["query"], prefix="query"),
-                       _items_from_list(d["candidates"], "candidates"), d.get("positives", (0,)))
-
-
-def eval_row_to_dict(row: EvalRow) -> dict:
-    return {"qid": row.qid, "task": row.task, "query": item_to_dict(row.query),
-            "candidates": [item_to_dict(c) for c in row.candidates], "positives": list(row.positives)}
-
-
-# ---------------------------------------------------------------------------------------------- readers
-@dataclass
-class BadRecordLog:
-    """What a reader skipped: counts by reason (``invalid JSON``, ``field geo.lat``, ...) and the first messages."""
-
-    counts: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-    max_examples: int = 20
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def add(self, err: RecordError) -> None:
-        self.counts[_reason_key(err)] += 1
-        if len(self.examples) < self.max_examples:
-            self.examples.append(str(err))
-
-    def summary(self) -> str:
-        parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.counts.items()))
-        return f"{self.total} bad records skipped" + (f" ({parts})" if parts else "")
-
-
-def _reason_key(err: RecordError) -> str:
-    if err.field is None:
-        return re.split(r" \(|:|,| '", err.reason, maxsplit=1)[0]  # "invalid JSON", "empty item", ...
-    return "field " + re.sub(r"\[\d+\]", "[]", err.field)
-
-
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise RecordError(f"duplicate key {k!r} in one object")
-        out[k] = v
-    return out
-
-
-def _decode_line(raw: bytes) -> Any:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise RecordError(f"invalid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_strict_object)
-    except json.JSONDecodeError as err:
-        raise RecordError(f"invalid JSON (column {err.colno}: {err.msg})") from None
-
-
-class JsonlReader(Generic[T]):
-    """Iterates the records of a JSONL file in order; record numbers are 1-based line numbers.
-
-    ``on_bad_record="raise"`` stops at the first bad line with a RecordError naming file, line and field;
-    ``"skip"`` logs each bad line (logging, WARNING) and counts it in ``self.bad`` (each pass over the file
-    adds to it). Blank lines are not records; a UTF-8 byte-order mark and CRLF endings are accepted.
-    Undecodable bytes and invalid JSON are bad records like any other, never a crash.
-    """
-
-    def __init__(self, path: str | os.PathLike, parse: Callable[..., T], *, on_bad_record: str = "raise",
-                 bad: BadRecordLog | None = None):
-        if on_bad_record not in ("raise", "skip"):
-            raise ValueError(f"on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
-        self.path, self.parse, self.on_bad_record = os.fspath(path), parse, on_bad_record
-        self.bad = bad if bad is not None else BadRecordLog()
-
-    def __iter__(self) -> Iterator[T]:
-        with open(self.path, "rb") as f:
-            for n, raw in enumerate(f, start=1):
-                raw = raw.removeprefix(b"\xef\xbb\xbf") if n == 1 else raw
-                if not raw.strip():
-                    continue
-                try:
-                    with _under(file=self.path, record=n):
-                        record = self.parse(_decode_line(raw.rstrip(b"\r\n")), file=self.path, record=n)
-                except RecordError as err:
-                    if self.on_bad_record == "raise":
-                        raise
-                    log.warning("skipping bad record: %s", err)
-                    self.bad.add(err)
-                    continue
-                yield record
-
-
-def read_items_jsonl(path: str | os.PathLike, on_bad_record: str = "raise", *,
-                     bad: BadRecordLog | None = None) -> JsonlReader:
-    """Items from a JSONL file, one item_to_dict object a line, in order (see JsonlReader)."""
-    return JsonlReader(path, item_from_dict, on_bad_record=on_bad_record, bad=bad)
-
-
-def read_pairs_jsonl(path: str | os.PathLike, on_bad_record: str = "raise", *,
-                     bad: BadRecordLog | None = None) -> JsonlReader:
-    """Pairs from a JSONL file, one pair_to_dict object a line, in order (see JsonlReader)."""
-    return JsonlReader(path, pair_from_dict, on_bad_record=on_bad_record, bad=bad)
-
-
-def read_eval_rows_jsonl(path: str | os.PathLike, on_bad_record: str = "raise", *,
-                         bad: BadRecordLog | None = None) -> JsonlReader:
-    """EvalRows from a JSONL file, one eval_row_to_dict object a line, in order (see JsonlReader)."""
-    return JsonlReader(path, eval_row_from_dict, on_bad_record=on_bad_record, bad=bad)
-
-
-def write_jsonl(path: str | os.PathLike, records: Iterable[Item | Pair | EvalRow]) -> int:
-    """Writes records one JSON object a line (UTF-8, keys in schema order); returns how many."""
-    to_dict = {Item: item_to_dict, Pair: pair_to_dict, EvalRow: eval_row_to_dict}
-    n = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(to_dict[type(r)](r), ensure_ascii=False, allow_nan=False) + "\n")
-            n += 1
-    return n
-
-
-# ------------------------------------------------------------------------------------------------- MMEB
-_MMEB_IMAGE_TOKEN = re.compile(r"<\|image_\d+\|>\s*")
-_MMEB_KEYS = ("qry_text", "qry_img_path", "tgt_text", "tgt_img_path")
-
-
-def eval_row_from_mmeb(row: Mapping, *, task: str, qid: str, image_root: str | os.PathLike | None = None,
-                       file: str | os.PathLike | None = None, record: str | int | None = None) -> EvalRow:
-    """An EvalRow from an MMEB-eval row (candidate 0 gold); image paths are joined to ``image_root``.
-
-    The Phi-3.5-V image token ``<|image_1|>`` is dropped from the texts: our templates add the backbone's
-    own image tokens. ``qry_inst`` / ``tgt_inst`` (one string, or one per candidate) become instructions.
-    Columns other than the MMEB ones are ignored.
-    """
-    with _under(file=file, record=record):
-        if not isinstance(row, Mapping):
-            raise RecordError(f"expected a row object, got {type(row).__name__}")
-        for k in _MMEB_KEYS:
-            if k not in row:
-                raise RecordError("missing required MMEB column", field=k)
-        texts, paths = _mmeb_list(row, "tgt_text"), _mmeb_list(row, "tgt_img_path")
-        if len(texts) != len(paths):
-            raise RecordError(f"{len(paths)} image paths for {len(texts)} tgt_text entries", field="tgt_img_path")
-        insts = row.get("tgt_inst")
-        if isinstance(insts, str) or insts is None:
-            insts = [insts] * len(texts)
-        if len(insts) != len(texts):
-            raise RecordError(f"{len(insts)} instructions for {len(texts)} candidates", field="tgt_inst")
-        query = _mmeb_item(row["qry_text"], row["qry_img_path"], row.get("qry_inst"), image_root, "qry")
-        candidates = tuple(_mmeb_item(t, p, i, image_root, f"tgt[{n}]")
-                           for n, (t, p, i) in enumerate(zip(texts, paths, insts)))
-        return EvalRow(qid, task, query, candidates)
-
-
-def _mmeb_list(row: Mapping, key: str) -> list:
-    value = row[key]
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise RecordError(f"expected a list, got {type(value).__name__}", field=key)
-    return list(value)
-
-
-def _mmeb_item(text: Any, path: Any, inst: Any, image_root: Any, name: str) -> Item:
-    with _under(name):
-        if text is not None and not isinstance(text, str):
-            raise RecordError(f"expected a string, got {type(text).__name__}", field="text")
-        if path is not None and not isinstance(path, str):
-            raise RecordError(f"expected an image path string, got {type(path).__name__}", field="image")
-        has_token = bool(text and _MMEB_IMAGE_TOKEN.search(text))
-        if has_token and not path:
-            raise RecordError("text has an image token but the image path is empty", field="image")
-        text = _MMEB_IMAGE_TOKEN.sub("", text or "").strip() or None
-        image = os.path.join(image_root, path) if (path and image_root is not None) else (path or None)
-        return Item(text=text, image=image, instruction=(inst or None))
-
-
-def read_mmeb_jsonl(path: str | os.PathLike, *, task: str, image_root: str | os.PathLike | None = None,
-                    on_bad_record: str = "raise", bad: BadRecordLog | None = None) -> JsonlReader:
-    """EvalRows from MMEB rows stored as JSONL; qid is ``{task}/{line}``."""
-    def parse(d: Any, *, file: str, record: int) -> EvalRow:
-        return eval_row_from_mmeb(d, task=task, qid=f"{task}/{record}", image_root=image_root, file=file,
-                                  record=record)
-    return JsonlReader(path, parse, on_bad_record=on_bad_record, bad=bad)
-
-
-def read_mmeb_parquet(path: str | os.PathLike, *, task: str, image_root: str | os.PathLike | None = None,
-                      on_bad_record: str = "raise", bad: BadRecordLog | None = None) -> Iterator[EvalRow]:
-    """EvalRows from an MMEB-eval parquet file (as on the hub); record numbers and qids use 0-based rows."""
-    import pyarrow.parquet as pq  # noqa: PLC0415  (only this reader needs pyarrow)
-
-    if on_bad_record not in ("raise", "skip"):
-        raise ValueError(f"on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
-    bad = bad if bad is not None else BadRecordLog()
-    file = os.fspath(path)
-    n = 0
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=256):
-        for row in batch.to_pylist():
-            try:
-                yield eval_row_from_mmeb(row, task=task, qid=f"{task}/{n}", image_root=image_root, file=file,
-                                         record=n)
-            except RecordError as err:
-                if on_bad_record == "raise":
-                    raise
-                log.warning("skipping bad record: %s", err)
-                bad.add(err)
-            n += 1

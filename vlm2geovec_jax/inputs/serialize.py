@@ -1,7 +1,9 @@
-"""Boxes and coordinates written as prompt text, and parsed back.
+"""Boxes and coordinates written as prompt text; GeoChat's box strings read back.
 
 Records keep pixel boxes of the original image and WGS84 degrees; this module is the ONE place where they
-are normalised into text, so training and evaluation can never drift apart.
+are normalised into text, so training and evaluation can never drift apart. The one grammar read back is
+GeoChat's, because GeoChat-Bench ships its boxes in it: data/geochat_bench reads them with
+``parse_geochat_boxes``, so a box is read exactly as the ``geochat`` format writes it.
 
 Box formats (``BOX_FORMATS``, chosen by name):
 - ``qwen`` (default), Qwen2-VL's grounding syntax on a 0-1000 grid:
@@ -14,8 +16,8 @@ Box formats (``BOX_FORMATS``, chosen by name):
 
 Quantisation: a coordinate v on an axis of S pixels becomes ``int(round(v / S * grid))`` clamped to
 [0, grid], where ``round`` is Python's round-half-to-even on the float64 quotient (so 0.5 -> 0, 1.5 -> 2)
-and grid is 1000, 100, or S itself for pixels. Parsing maps n back to ``n / grid * S``, so a round trip is
-exact to within half a grid step (S / 2000 pixels for qwen).
+and grid is 1000, 100, or S itself for pixels. Parsing a GeoChat box maps n back to ``n * S / 100``, so a
+round trip is exact to within half a grid step.
 
 Coordinates: ``latitude 48.1370, longitude 11.5750``: named, latitude first, 4 decimals (1e-4 degree is
 about 11 m of latitude, finer than the footprint of any image it describes; every further digit costs a
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vlm2geovec_jax.inputs.errors import RecordError
@@ -55,45 +57,32 @@ def _grid_xyxy(box: Box, image_size: ImageSize, grid: int | None) -> tuple[int, 
     return quantise(x1, w, gx), quantise(y1, h, gy), quantise(x2, w, gx), quantise(y2, h, gy)
 
 
-def _parsed_box(source: str, fmt: str, numbers: Sequence[int], image_size: ImageSize, grid: int | None,
-                label: str | None = None, angle: float | None = None) -> Box:
-    """A Box from grid integers, with faults naming the offending box string."""
+def _parsed_box(source: str, numbers: Sequence[int], image_size: ImageSize, label: str | None,
+                angle: float | None) -> Box:
+    """A Box from GeoChat grid integers, with faults naming the offending box string."""
+    for n in numbers:
+        if not 0 <= n <= GEOCHAT_GRID:
+            raise RecordError(f"value {n} outside [0, {GEOCHAT_GRID}] in geochat box {source!r}")
     w, h = image_size
-    top = (w, h, w, h) if grid is None else (grid,) * 4
-    for n, limit in zip(numbers, top):
-        if not 0 <= n <= limit:
-            raise RecordError(f"value {n} outside [0, {limit}] in {fmt} box {source!r}")
-    gx, gy = (w, h) if grid is None else (grid, grid)
     x1, y1, x2, y2 = numbers
-    xyxy = (dequantise(x1, w, gx), dequantise(y1, h, gy), dequantise(x2, w, gx), dequantise(y2, h, gy))
+    xyxy = tuple(dequantise(n, size, GEOCHAT_GRID) for n, size in ((x1, w), (y1, h), (x2, w), (y2, h)))
     try:
         return Box(xyxy, label=label, angle=angle)
     except RecordError as err:
-        raise RecordError(f"{err.reason} in {fmt} box {source!r}", field=err.field) from None
+        raise RecordError(f"{err.reason} in geochat box {source!r}", field=err.field) from None
 
 
 # ------------------------------------------------------------------------------------------------ qwen
-_QWEN = re.compile(r"(?:<\|object_ref_start\|>(?P<label>.*?)<\|object_ref_end\|>\s*)?<\|box_start\|>\s*"
-                   r"\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)\s*,\s*\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)\s*<\|box_end\|>",
-                   re.DOTALL)
-
-
 def format_qwen_box(box: Box, image_size: ImageSize) -> str:
     x1, y1, x2, y2 = _grid_xyxy(box, image_size, QWEN_GRID)
     ref = f"<|object_ref_start|>{box.label}<|object_ref_end|>" if box.label else ""
     return f"{ref}<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
 
 
-def parse_qwen_boxes(text: str, image_size: ImageSize) -> list[Box]:
-    return [_parsed_box(m.group(), "qwen", [int(g) for g in m.groups()[1:]], image_size, QWEN_GRID,
-                        label=m.group("label") or None) for m in _QWEN.finditer(text)]
-
-
 # --------------------------------------------------------------------------------------------- geochat
 _GEOCHAT_BOX = (r"\{\s*<(-?\d+)>\s*<(-?\d+)>\s*<(-?\d+)>\s*<(-?\d+)>\s*"
                 r"(?:\|\s*(?:<(-?\d+)>|(-?\d+))\s*)?\}")
 _GEOCHAT = re.compile(r"(?:<p>\s*(?P<label>.*?)\s*</p>\s*)?" + _GEOCHAT_BOX, re.DOTALL)
-_GEOCHAT_ONE = re.compile(_GEOCHAT_BOX)
 
 
 def format_geochat_box(box: Box, image_size: ImageSize) -> str:
@@ -122,33 +111,21 @@ def _geochat_match(m: re.Match, groups: Sequence[str | None], image_size: ImageS
         raise RecordError(f"value {over[0]} over 100 in GeoChat box {source!r}; GeoChat coordinates are "
                           "percentages of the image width and height (0-100)")
     angle = _geochat_angle(source, groups[4], groups[5])
-    return _parsed_box(source, "geochat", values, image_size, GEOCHAT_GRID, label=label, angle=angle)
+    return _parsed_box(source, values, image_size, label, angle)
 
 
-def parse_geochat_box(s: str, image_size: ImageSize) -> Box:
-    """One GeoChat box string ``{<x1><y1><x2><y2>|<θ>}`` (``|θ`` also accepted) -> pixel Box.
+def parse_geochat_boxes(text: str, image_size: ImageSize) -> list[Box]:
+    """Every GeoChat box in a text (``{..}{..}``, ``{..}, {..}``, ``|θ`` with or without brackets), in pixels,
+    with ``<p>label</p>`` labels when present.
 
     Values over 100 and angles over 360 occur in the real GeoChat data; they raise RecordError, as does a
     box that is empty after quantisation. An angle of exactly 360 is read as 0.
     """
-    if not isinstance(s, str):
-        raise RecordError(f"expected a GeoChat box string, got {type(s).__name__}")
-    m = _GEOCHAT_ONE.fullmatch(s.strip())
-    if m is None:
-        raise RecordError(f"{s!r} is not a GeoChat box; expected {{<x1><y1><x2><y2>|<angle>}} with integers")
-    return _geochat_match(m, m.groups(), image_size, None)
-
-
-def parse_geochat_boxes(text: str, image_size: ImageSize) -> list[Box]:
-    """Every GeoChat box in a text (``{..}{..}``, ``{..}, {..}``), with ``<p>label</p>`` labels when present."""
     return [_geochat_match(m, m.groups()[1:], image_size, m.group("label") or None)
             for m in _GEOCHAT.finditer(text)]
 
 
 # ----------------------------------------------------------------------------------------------- pixel
-_PIXEL_START = re.compile(r'\{\s*"bbox_2d"')
-
-
 def format_pixel_box(box: Box, image_size: ImageSize) -> str:
     out: dict[str, Any] = {"bbox_2d": list(_grid_xyxy(box, image_size, None))}
     if box.label:
@@ -158,37 +135,20 @@ def format_pixel_box(box: Box, image_size: ImageSize) -> str:
     return json.dumps(out, ensure_ascii=False)
 
 
-def parse_pixel_boxes(text: str, image_size: ImageSize) -> list[Box]:
-    decoder, out = json.JSONDecoder(), []
-    for m in _PIXEL_START.finditer(text):
-        try:
-            obj, end = decoder.raw_decode(text, m.start())
-        except json.JSONDecodeError as err:
-            raise RecordError(f"invalid JSON in pixel box at offset {m.start()} ({err.msg})") from None
-        source = text[m.start():end]
-        coords = obj.get("bbox_2d")
-        if (not isinstance(coords, list) or len(coords) != 4
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in coords)):
-            raise RecordError(f"expected \"bbox_2d\": [x1, y1, x2, y2] as integers in pixel box {source!r}")
-        out.append(_parsed_box(source, "pixel", coords, image_size, None, obj.get("label"), obj.get("angle")))
-    return out
-
-
 # -------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class BoxFormat:
-    """How one box is written into a prompt and how every box of that format is read back from text."""
+    """How one box is written into a prompt."""
 
     name: str
     grid: int | None  # integers 0..grid per axis; None: original-image pixels
     format: Callable[[Box, ImageSize], str]
-    parse: Callable[[str, ImageSize], list[Box]]
 
 
 BOX_FORMATS: dict[str, BoxFormat] = {
-    "qwen": BoxFormat("qwen", QWEN_GRID, format_qwen_box, parse_qwen_boxes),
-    "geochat": BoxFormat("geochat", GEOCHAT_GRID, format_geochat_box, parse_geochat_boxes),
-    "pixel": BoxFormat("pixel", None, format_pixel_box, parse_pixel_boxes),
+    "qwen": BoxFormat("qwen", QWEN_GRID, format_qwen_box),
+    "geochat": BoxFormat("geochat", GEOCHAT_GRID, format_geochat_box),
+    "pixel": BoxFormat("pixel", None, format_pixel_box),
 }
 
 
@@ -205,15 +165,7 @@ def format_boxes(boxes: Sequence[Box], image_size: ImageSize, fmt: str = "qwen")
     return " ".join(write(b, image_size) for b in boxes)
 
 
-def parse_boxes(text: str, image_size: ImageSize, fmt: str = "qwen") -> list[Box]:
-    """Every box of format ``fmt`` in ``text``, in pixel coordinates of an image of ``image_size`` (w, h)."""
-    return box_format(fmt).parse(text, image_size)
-
-
 # ----------------------------------------------------------------------------------------- coordinates
-_GEO = re.compile(r"latitude (-?\d{1,2}(?:\.\d+)?), longitude (-?\d{1,3}(?:\.\d+)?)")
-
-
 def _fixed(v: float) -> str:
     s = f"{v:.{GEO_DECIMALS}f}"
     return s[1:] if s == "-" + "0." + "0" * GEO_DECIMALS else s
@@ -222,14 +174,3 @@ def _fixed(v: float) -> str:
 def format_geo(geo: Geo) -> str:
     """``latitude 48.1370, longitude 11.5750``; bbox_lonlat is metadata and is not written."""
     return f"latitude {_fixed(geo.lat)}, longitude {_fixed(geo.lon)}"
-
-
-def parse_geo(text: str) -> Geo:
-    """The first ``latitude <deg>, longitude <deg>`` in a text, as a Geo (range-checked)."""
-    m = _GEO.search(text)
-    if m is None:
-        raise RecordError(f"no 'latitude <degrees>, longitude <degrees>' in {text[:80]!r}")
-    try:
-        return Geo(lat=float(m.group(1)), lon=float(m.group(2)))
-    except RecordError as err:
-        raise RecordError(f"{err.reason} in {m.group()!r}", field=err.field) from None

@@ -131,13 +131,47 @@ def require_key(obj: dict, key: str, *, file: str, record: str | int) -> Any:
     return obj[key]
 
 
-def find_root(manual_dir: Path, marker: str, subdirs: Sequence[str] = ()) -> Path:
-    """The folder holding `marker`: manual_dir itself or one of the listed subfolders (archives unpack both ways)."""
-    for cand in (manual_dir, *(manual_dir / s for s in subdirs)):
-        if (cand / marker).exists():
-            return cand
-    tried = ", ".join(str(manual_dir / s) for s in ("", *subdirs))
-    raise RecordError(f"expected '{marker}' in one of: {tried}", file=str(manual_dir))
+def _skipped(name: str) -> bool:
+    """Folders an archive tool adds beside the data (macOS resource forks, hidden folders)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped(p.name))
+    except OSError:
+        return []
+
+
+def find_root(manual_dir: Path, marker: str, max_depth: int = 4) -> Path:
+    """The shallowest folder under manual_dir (itself included) that holds `marker` (a name or a glob).
+
+    Archives unpack with or without a wrapper folder (`RSICD/`, `fmow-rgb/`), and users unzip them in place
+    or into a folder of their own, so the builders look for what the release contains, not for a path.
+    Breadth-first, sorted, so the answer does not depend on the file system's listing order.
+    """
+    level = [Path(manual_dir)]
+    for _ in range(max_depth + 1):
+        for folder in level:
+            if next(folder.glob(marker), None) is not None:
+                return folder
+        level = [sub for folder in level for sub in _subdirs(folder)]
+    raise RecordError(f"expected '{marker}' in the manual directory or a folder under it (up to {max_depth} "
+                      "levels); see data/README.md for the layout", file=str(manual_dir))
+
+
+def find_dir(manual_dir: Path, names: Sequence[str], max_depth: int = 8) -> Path:
+    """The shallowest folder under manual_dir named one of `names` (an image archive's own folder)."""
+    level = [Path(manual_dir)]
+    for _ in range(max_depth + 1):
+        for name in names:
+            hit = next((folder for folder in level if folder.name == name), None)
+            if hit is not None:
+                return hit
+        level = [sub for folder in level for sub in _subdirs(folder)]
+    raise RecordError(f"expected a folder named {' or '.join(repr(n) for n in names)} in the manual directory "
+                      f"or under it (up to {max_depth} levels); see data/README.md for the layout",
+                      file=str(manual_dir))
 
 
 def builder_cls_from_path(path: str | Path) -> type[tfds.core.DatasetBuilder]:

@@ -4,17 +4,22 @@ Group and overall figures are plain means of task P@1 (metrics.aggregate) over t
 derived baselines (the crop baseline) are listed beside their task with the difference, never averaged.
 Every task shows its chance level (expected P@1 of a random ranking of its candidates), because policies
 differ by orders of magnitude (10 classes vs 1000 candidates), and the paper's figure where one exists.
-The chart is drawn with PIL (no matplotlib): one bar per task, a tick at chance, a diamond at the paper.
+The chart is drawn with matplotlib's object API (a Figure on the Agg canvas: no pyplot, no global state,
+no display): one bar per task coloured by group, a tick at chance, a diamond at the paper's figure.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from PIL import Image
 
 from vlm2geovec_jax.rsmeb import metrics
 from vlm2geovec_jax.rsmeb.cache import atomic_write_text
@@ -77,43 +82,51 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_COLORS = {g: c for g, c in zip(GROUPS, ((66, 133, 244), (219, 68, 55), (244, 180, 0), (15, 157, 88),
-                                         (171, 71, 188), (0, 172, 193)))}
+_COLORS = dict(zip(GROUPS, ("#4285f4", "#db4437", "#f4b400", "#0f9d58", "#ab47bc", "#00acc1")))
+_DPI = 100
 
 
-def draw_chart(report: Mapping[str, Any], *, width: int = 1000, bar_height: int = 18) -> Image.Image:
-    """Horizontal P@1 bars per task (colour = group), a black tick at chance, a diamond at the paper's figure."""
-    font = ImageFont.load_default()
+def chart_figure(report: Mapping[str, Any], *, width: int = 1000) -> Figure:
+    """Horizontal P@1 bars per task (colour = group, value in the tick label), a black tick at chance, a
+    diamond at the paper's figure.
+
+    ``width`` is in pixels; the height grows with the number of tasks, so labels never overlap.
+    """
     tasks = report["tasks"]
-    label_w, top, pad = 290, 30, 6
-    height = top + len(tasks) * (bar_height + pad) + 30
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    plot_w = width - label_w - 60
-    draw.text((10, 8), f"{report['suite']}: P@1 per task, overall {report['overall']['p@1']:.1f} "
-              "(bar: ours, | chance, <> paper)", fill="black",
-              font=font)
-    for i, t in enumerate(tasks):
-        y = top + i * (bar_height + pad)
-        p1 = t["metrics"]["p@1"]
-        draw.text((10, y + 3), t["task"][:44], fill="black", font=font)
-        x0 = label_w
-        draw.rectangle([x0, y, x0 + max(1, round(plot_w * p1 / 100)), y + bar_height],
-                       fill=_COLORS.get(t["group"], (120, 120, 120)))
-        draw.text((x0 + round(plot_w * p1 / 100) + 4, y + 3), f"{p1:.1f}", fill="black", font=font)
-        xc = x0 + round(plot_w * t["chance_p@1"] / 100)
-        draw.line([xc, y - 2, xc, y + bar_height + 2], fill="black", width=2)
-        if t.get("paper_p1") is not None:
-            xp, yc, r = x0 + round(plot_w * t["paper_p1"] / 100), y + bar_height // 2, bar_height // 2
-            draw.polygon([(xp, yc - r), (xp + r, yc), (xp, yc + r), (xp - r, yc)], outline="black",
-                         fill=(255, 255, 255))
-    axis_y = height - 24
-    draw.line([label_w, axis_y, label_w + plot_w, axis_y], fill="black")
-    for v in range(0, 101, 20):
-        x = label_w + round(plot_w * v / 100)
-        draw.line([x, axis_y, x, axis_y + 4], fill="black")
-        draw.text((x - 6, axis_y + 6), str(v), fill="black", font=font)
-    return image
+    fig = Figure(figsize=(width / _DPI, 1.6 + 0.3 * len(tasks)), dpi=_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    y = list(range(len(tasks)))
+    ax.barh(y, [t["metrics"]["p@1"] for t in tasks], height=0.7,
+            color=[_COLORS.get(t["group"], "#787878") for t in tasks])
+    ax.scatter([t["chance_p@1"] for t in tasks], y, marker="|", s=250, color="black", zorder=3)
+    paper = [(t["paper_p1"], i) for i, t in enumerate(tasks) if t.get("paper_p1") is not None]
+    if paper:
+        ax.scatter(*zip(*paper), marker="D", s=40, facecolor="white", edgecolor="black", zorder=4)
+    ax.set_yticks(y, [f"{t['task']}  {t['metrics']['p@1']:.1f}" for t in tasks], fontsize=8)
+    ax.invert_yaxis()  # suite order, top to bottom
+    ax.set_xlim(0, 100)
+    ax.set_xticks(range(0, 101, 20))
+    ax.set_xlabel("P@1 (%)")
+    ax.set_ylabel("task  P@1")
+    ax.grid(axis="x", color="#e0e0e0")
+    ax.set_axisbelow(True)
+    ax.set_title(f"{report['suite']}: P@1 per task, overall {report['overall']['p@1']:.1f}", fontsize=10)
+    groups = [g for g in _COLORS if any(t["group"] == g for t in tasks)]
+    ax.legend(handles=[Patch(color=_COLORS[g], label=g) for g in groups]
+              + [Line2D([], [], color="black", marker="|", linestyle="", markersize=12, label="chance"),
+                 Line2D([], [], marker="D", markerfacecolor="white", markeredgecolor="black", linestyle="",
+                        label="paper")],
+              loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return fig
+
+
+def draw_chart(report: Mapping[str, Any], *, width: int = 1000) -> Image.Image:
+    """The chart of ``chart_figure`` rendered to an RGB image ``width`` pixels wide."""
+    buf = io.BytesIO()
+    chart_figure(report, width=width).savefig(buf, format="png", dpi=_DPI)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.convert("RGB")
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:

@@ -13,7 +13,7 @@ TFDS's resisc45 / eurosat / uc_merced have one split ("train", the whole dataset
 a held-out 20% made like data/rs_scenes's split (within each class, files ordered by SHA-256 of
 ``class/file``, the last 20%), which training must exclude with ``held_out_positions``.
 
-Official MMEB-format files (``task.official_file``) are read unchanged by records.read_mmeb_*; only their
+Official MMEB-format files (``task.official_file``) are read unchanged by mmeb.read_mmeb_*; only their
 candidate order is shuffled, for the same tie reason.
 """
 from __future__ import annotations
@@ -31,8 +31,9 @@ from PIL import Image as PILImage
 from vlm2geovec_jax.inputs import adapters
 from vlm2geovec_jax.inputs.adapters import SourceInfo, class_text
 from vlm2geovec_jax.inputs.errors import RecordError
-from vlm2geovec_jax.inputs.records import EvalRow, Item, Pair, Source, read_mmeb_jsonl, read_mmeb_parquet
 from vlm2geovec_jax.inputs.identity import ImageDigests, item_key
+from vlm2geovec_jax.inputs.mmeb import read_mmeb_jsonl, read_mmeb_parquet
+from vlm2geovec_jax.inputs.records import EvalRow, Item, Pair, Source
 from vlm2geovec_jax.rsmeb.suite import TRAIN_SPLITS, Suite, Task
 
 CATALOG_ONE_SPLIT = ("resisc45", "eurosat", "uc_merced")  # TFDS catalog sets with only a "train" split

@@ -30,7 +30,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.init = ml_collections.ConfigDict(dict(checkpoint="", seed=0))
     c.trainable = "lora"  # lora | full | language (full fine-tuning of the language model, vision frozen)
     c.lora = ml_collections.ConfigDict(dict(rank=8, alpha=64.0, targets=DEFAULT_TARGETS, dora=False))
-    c.loss = ml_collections.ConfigDict(dict(temperature=0.02, learn_temperature=False, direction="q2t"))
+    # same_task_negatives: a query's in-batch negatives come from its own task only (train/loss.py)
+    c.loss = ml_collections.ConfigDict(dict(temperature=0.02, learn_temperature=False, direction="q2t",
+                                            same_task_negatives=False))
     c.grad_cache = ml_collections.ConfigDict(dict(num_chunks=1))  # 1: one dense forward/backward
     c.optimizer = ml_collections.ConfigDict(dict(
         lr=5e-5, schedule="linear", warmup_steps=100, end_lr_fraction=0.0, weight_decay=0.0,

@@ -16,9 +16,13 @@ Masks:
   is the mean over counted rows (0 when there are none).
 - `target_ids` are per-target content ids (e.g. a hash of the class name). In row i, every column whose id
   equals the id of i's positive but that is not the positive itself is a false negative and is masked out.
+- `query_tasks [Nq]` (optional; off by default, as in VLM2Vec, whose negatives are the whole batch) are
+  per-query task ids; each target belongs to its query's task. In row i only columns of i's own task are
+  negatives, so a caption is never a negative of a VQA answer even when the batch mixes tasks.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import jax
@@ -43,6 +47,21 @@ def content_id_words(ids: Any) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(np.int64)).view(np.uint32).reshape(-1, 2)
 
 
+def query_task_ids(tasks: Any, num_queries: int) -> np.ndarray:
+    """`[Nq]` int32 task id of each query row from the task name of each sub-batch (``tasks``, in row order).
+
+    Ids are the names' CRC-32, so every process gives a task the same id without a shared table; a source
+    without tasks (None) is one task.
+    """
+    if tasks is None or len(tasks) == 0:
+        return np.zeros(num_queries, np.int32)
+    names = [t.decode() if isinstance(t, bytes) else str(t) for t in np.asarray(tasks).reshape(-1)]
+    if num_queries % len(names):
+        raise ValueError(f"query_task_ids: {num_queries} query rows do not split into {len(names)} sub-batches")
+    ids = np.array([zlib.crc32(n.encode()) & 0x7FFFFFFF for n in names], np.int32)
+    return np.repeat(ids, num_queries // len(names))
+
+
 def num_hard_negatives(num_queries: int, num_targets: int) -> int:
     """H in the grouped layout `[Nq * (1 + H), D]`; raises when Nt is not a multiple of Nq."""
     if num_queries < 1 or num_targets % num_queries:
@@ -54,7 +73,8 @@ def num_hard_negatives(num_queries: int, num_targets: int) -> int:
 def info_nce(query: jax.Array, target: jax.Array, *, temperature: float = DEFAULT_TEMPERATURE,
              log_temperature: jax.Array | None = None, direction: str = "q2t",
              query_valid: jax.Array | None = None, target_valid: jax.Array | None = None,
-             target_ids: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+             target_ids: jax.Array | None = None,
+             query_tasks: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """InfoNCE loss and in-batch metrics, in float32 on the global batch.
 
     Args:
@@ -65,6 +85,7 @@ def info_nce(query: jax.Array, target: jax.Array, *, temperature: float = DEFAUL
       direction: "q2t" (VLM2Vec) or "bidirectional" (mean of q2t and t2q; t2q rows are the positives).
       query_valid, target_valid: bool padding masks `[Nq]`, `[Nt]`; None means all valid.
       target_ids: `[Nt]` or `[Nt, W]` integer content ids for false-negative masking (`content_id_words`).
+      query_tasks: `[Nq]` integer task ids; when given, a query's negatives are its own task's targets only.
 
     Returns:
       (loss, metrics) with metrics `accuracy` (q2t top-1 over counted rows), `num_valid`, `temperature`,
@@ -86,9 +107,12 @@ def info_nce(query: jax.Array, target: jax.Array, *, temperature: float = DEFAUL
                       preferred_element_type=jnp.float32)
     logits = sims / temp
 
+    on_task = _same_task(query_tasks, nq)  # [Nq, Nq] or None
     keep = jnp.broadcast_to(t_valid[None, :], (nq, nt))
     if same is not None:
         keep = keep & ~(same & (jnp.arange(nt)[None, :] != pos[:, None]))
+    if on_task is not None:
+        keep = keep & jnp.repeat(on_task, group, axis=1)  # target j belongs to query j // group
     loss_q2t, acc_q2t = _cross_entropy(logits, keep, pos, row_valid)
     metrics = {"accuracy": acc_q2t, "num_valid": row_valid.sum(), "temperature": temp}
     if direction == "q2t":
@@ -98,6 +122,8 @@ def info_nce(query: jax.Array, target: jax.Array, *, temperature: float = DEFAUL
     keep_t2q = jnp.broadcast_to(q_valid[None, :], (nq, nq))
     if same is not None:
         keep_t2q = keep_t2q & ~(_positives(same.T, group) & ~jnp.eye(nq, dtype=bool))
+    if on_task is not None:
+        keep_t2q = keep_t2q & on_task
     loss_t2q, acc_t2q = _cross_entropy(logits_t2q, keep_t2q, jnp.arange(nq), row_valid)
     metrics["accuracy_t2q"] = acc_t2q
     return 0.5 * (loss_q2t + loss_t2q), metrics
@@ -132,6 +158,17 @@ def _same_content(target_ids: jax.Array | None, nt: int, group: int) -> jax.Arra
                          f"integers of shape [{nt}] or [{nt}, W] (one content id per target row)")
     ids = ids.reshape(nt, -1)
     return jnp.all(_positives(ids, group)[:, None, :] == ids[None, :, :], axis=-1)
+
+
+def _same_task(query_tasks: jax.Array | None, nq: int) -> jax.Array | None:
+    """`[Nq, Nq]` bool: queries i and j come from the same task."""
+    if query_tasks is None:
+        return None
+    tasks = jnp.asarray(query_tasks)
+    if tasks.shape != (nq,) or not jnp.issubdtype(tasks.dtype, jnp.integer):
+        raise ValueError(f"info_nce: query_tasks has shape {tasks.shape} and dtype {tasks.dtype}; expected "
+                         f"integers of shape ({nq},) (one task id per query row)")
+    return tasks[:, None] == tasks[None, :]
 
 
 def _mask(name: str, mask: jax.Array | None, n: int) -> jax.Array:

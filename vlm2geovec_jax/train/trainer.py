@@ -31,7 +31,7 @@ from vlm2geovec_jax.models.lora import LoRAParam, LoraConfig, apply_lora, merge_
 from vlm2geovec_jax.train import data as data_lib
 from vlm2geovec_jax.train import flops as flops_lib
 from vlm2geovec_jax.train.grad_cache import grad_cache_value_and_grad
-from vlm2geovec_jax.train.loss import content_id_words, info_nce
+from vlm2geovec_jax.train.loss import content_id_words, info_nce, query_task_ids
 from vlm2geovec_jax.train.metrics_log import MetricsLog
 from vlm2geovec_jax.train.optimizer import make_optimizer, nonfinite_count, total_nonfinite
 from vlm2geovec_jax.weights import checkpoint as model_ckpt
@@ -111,7 +111,8 @@ def make_grad_fn(graphdef, config: ml_collections.ConfigDict, mesh):
         def loss_fn(p, q, t):
             return info_nce(q, t, temperature=loss_cfg.temperature, log_temperature=p.get("log_temperature"),
                             direction=loss_cfg.direction, query_valid=batch["query_valid"],
-                            target_valid=batch["target_valid"], target_ids=batch["target_ids"])
+                            target_valid=batch["target_valid"], target_ids=batch["target_ids"],
+                            query_tasks=batch["query_tasks"] if loss_cfg.same_task_negatives else None)
 
         if chunks > 1:
             return grad_cache_value_and_grad(embed, loss_fn, params, batch["query"], batch["target"], chunks,
@@ -146,8 +147,10 @@ def batch_shardings(batch: dict, mesh) -> dict:
 
 def to_global(batch: dict, mesh) -> dict:
     """This process's rows -> global arrays (jax.make_array_from_process_local_data; multi-host safe)."""
+    tasks = query_task_ids(batch.get("tasks"), len(batch["query_valid"]))
     batch = {key: batch[key] for key in TRAIN_KEYS}
     batch["target_ids"] = content_id_words(batch["target_ids"])
+    batch["query_tasks"] = tasks
     return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)), batch,
                         batch_shardings(batch, mesh))
 
