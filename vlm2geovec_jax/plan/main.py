@@ -23,6 +23,10 @@ def plan_command(args: argparse.Namespace) -> int:
     plan = make_plan(config, topology, eval_batch_size=args.eval_batch_size, fit=args.fit, with_eval=not args.skip_eval,
                      headroom=args.headroom, log=log)
     plan["config"], plan["config_overrides"] = str(args.config), list(args.overrides)
+    plan["command"] = " ".join(["vlm2geovec plan --config", str(args.config), "--topology", args.topology,
+                                *args.overrides, *(["--fit"] if args.fit else []),
+                                *([f"--headroom {args.headroom}"] if args.headroom != 0.1 else []),
+                                *(["--skip-eval"] if args.skip_eval else [])])
     print(report.text(plan))
     if args.json:
         report.write_json(plan, args.json)
