@@ -22,8 +22,9 @@ from vlm2geovec_jax.train.config import apply_override, validate
 GIB = 2 ** 30
 
 
-def describer(cfg: ModelConfig, shapes: Shapes) -> Callable[[str, str], str]:
-    """Names a compiled buffer by its shape: attention logits, layers' saved activations, or its op."""
+def describer(cfg: ModelConfig, shapes: Shapes, backward: bool = True) -> Callable[[str, str], str]:
+    """Names a compiled buffer by its shape: attention logits, layers' saved activations (only a step with a
+    backward pass saves them: [layers, ...] stacks), or its op."""
     text_lengths = {shapes.length, shapes.eval_length}
     patches = {shapes.patches, shapes.eval_patches} - {cfg.vision.spatial_merge_size ** 2}
 
@@ -33,9 +34,9 @@ def describer(cfg: ModelConfig, shapes: Shapes) -> Callable[[str, str], str]:
             return "vision attention logits (float32)"
         if len(dims) >= 2 and shape.startswith("f32") and dims[-1] in text_lengths and dims[-2] % dims[-1] == 0:
             return "text attention logits (float32)"
-        if len(dims) >= 3 and dims[0] == cfg.text.num_layers and text_lengths & set(dims[1:]):
+        if backward and len(dims) >= 3 and dims[0] == cfg.text.num_layers and text_lengths & set(dims[1:]):
             return f"saved activations of the {dims[0]} text layers"
-        if len(dims) >= 3 and dims[0] == cfg.vision.depth and patches & set(dims[1:]):
+        if backward and len(dims) >= 3 and dims[0] == cfg.vision.depth and patches & set(dims[1:]):
             return f"saved activations of the {dims[0]} vision layers"
         if op_name and not op_name.startswith("jit("):
             return f"a copy of argument {op_name.removesuffix('.value')}"
@@ -65,7 +66,8 @@ def measure_train(config, topology: Topology, shapes: Shapes) -> tuple[Measure, 
 
 def measure_eval(config, topology: Topology, shapes: Shapes, rows: int) -> Measure:
     cfg = ModelConfig.from_dict(config.model.to_dict())
-    return compile_step(steps.eval_step(config, topology.devices[0], shapes, rows), describer(cfg, shapes))
+    return compile_step(steps.eval_step(config, topology.devices[0], shapes, rows),
+                        describer(cfg, shapes, backward=False))
 
 
 def _train_section(config, shapes: Shapes, m: Measure | None, weights: int, topology: Topology) -> dict:
@@ -158,7 +160,7 @@ def _eval_section(config, topology: Topology, shapes: Shapes, rows: int, limit: 
     est = estimate.eval_estimate(cfg, shapes, rows=rows, weight_count=_count_weights(config, merged=True),
                                  chip=topology.chip)
     return dict(batch_size=rows, **_memory(m), step_flops=est.model_flops, est_step_s=est.step_s,
-                est_items_per_s=rows / est.step_s, est_mfu=est.mfu)
+                est_items_per_s=rows / est.step_s, est_bound=est.bound)
 
 
 def _mesh_sizes(config, topology: Topology) -> tuple[int, ...]:

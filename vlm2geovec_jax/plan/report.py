@@ -48,8 +48,8 @@ def text(plan: dict) -> str:
     if "eval" in plan:
         e = plan["eval"]
         lines += _step_lines(f"eval embed step: {e['batch_size']} items on one chip", e, cap)
-        lines.append(f"  model FLOPs {e['step_flops']:.3g} a batch; roofline estimate {e['est_step_s']:.3g} s, "
-                     f"{e['est_items_per_s']:.3g} items/s, MFU {e['est_mfu']:.1%}")
+        lines.append(f"  model FLOPs {e['step_flops']:.3g} a batch; roofline estimate {e['est_step_s']:.3g} s "
+                     f"({e['est_bound']}-bound), {e['est_items_per_s']:.3g} items/s")
     if "fit_trials" in plan:
         if plan.get("overrides"):
             lines.append(f"--fit chose GradCache {t['grad_cache_chunks']} chunks and remat {t['remat_policy']} "
