@@ -35,7 +35,7 @@ def worker_env(devices: int, cache_dir: Path) -> dict[str, str]:
 
 
 def start_worker(workdir: Path, *flags: str, devices: int, cache_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, str(WORKER), str(workdir), *flags, *OVERRIDES]
+    cmd = [sys.executable, str(WORKER), str(workdir), *OVERRIDES, *flags]  # a test's own overrides win
     return subprocess.Popen(cmd, cwd=ROOT, env=worker_env(devices, cache_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
