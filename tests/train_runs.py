@@ -35,7 +35,7 @@ def worker_env(devices: int, cache_dir: Path) -> dict[str, str]:
 
 
 def start_worker(workdir: Path, *flags: str, devices: int, cache_dir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, str(WORKER), str(workdir), *flags, *OVERRIDES]
+    cmd = [sys.executable, str(WORKER), str(workdir), *OVERRIDES, *flags]  # a test's own overrides win
     return subprocess.Popen(cmd, cwd=ROOT, env=worker_env(devices, cache_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -51,11 +51,12 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def finish_all(procs: list[subprocess.Popen], timeout: float = 400) -> list[tuple[int, str]]:
-    """Waits for cooperating workers; once one fails the others are killed (they would wait for it forever)."""
+def finish_all(procs: list[subprocess.Popen], timeout: float = 400, expect: int = 0) -> list[tuple[int, str]]:
+    """Waits for cooperating workers; once one exits other than ``expect`` the others are killed (they would wait
+    for it forever)."""
     deadline = time.monotonic() + timeout
     while any(p.poll() is None for p in procs):
-        failed = any(p.returncode not in (None, 0) for p in procs)
+        failed = any(p.returncode not in (None, expect) for p in procs)
         if failed or time.monotonic() > deadline:
             for p in procs:
                 if p.poll() is None:

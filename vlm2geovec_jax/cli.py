@@ -100,13 +100,27 @@ def _embed(args: argparse.Namespace) -> None:
 @_args(config=dict(required=True, help="experiment config file; override keys with --config.KEY=VALUE"),
        workdir=dict(required=True, help="checkpoints, metrics.jsonl, tensorboard/ and the final model/"),
        distributed=dict(action="store_true", help="call jax.distributed.initialize() first (multi-host)"))
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> int | None:
     import jax
     from vlm2geovec_jax.train.config import load_config
+    from vlm2geovec_jax.train.preemption import EXIT_PREEMPTED, Preempted
     from vlm2geovec_jax.train.trainer import train
     if args.distributed:
         jax.distributed.initialize()
-    train(load_config(args.config, args.overrides), args.workdir)
+    try:
+        train(load_config(args.config, args.overrides), args.workdir)
+    except Preempted as e:
+        print(f"vlm2geovec train: {e}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    return None
+
+
+_train.epilog = ("Pre-emption: on SIGTERM (a TPU VM's notice) training finishes the step in flight, saves a "
+                 "checkpoint with the data iterator's position (with several processes, all at the same step) and "
+                 "exits 75 within about one step and one checkpoint write; rerunning the same command resumes "
+                 "exactly there. Profiling: --config.profile.start_step=S --config.profile.num_steps=N trace steps "
+                 "S..S+N-1 into WORKDIR/tensorboard (TensorBoard's profile tab, xprof); metrics.jsonl splits each "
+                 "logged window into data_wait_s (waiting for the next batch) and step_s.")
 
 
 @command("eval", "run a benchmark suite (eval/rsmeb.py, eval/geoscenes.py) and write its report")
@@ -159,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlm2geovec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, run) in sorted(COMMANDS.items()):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=getattr(run, "epilog", None))
         add_args(p)
         p.set_defaults(run=run)
     return parser
@@ -173,11 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or (args.overrides and args.command not in ("train", "plan")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
-        args.run(args)
+        code = args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"vlm2geovec {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """One training process for the fault-tolerance and multi-process tests (tests/test_resume.py,
-tests/test_multiprocess.py): trains configs/tiny.py with overrides into a workdir, optionally dying on purpose.
+tests/test_multiprocess.py, tests/test_preemption.py): trains configs/tiny.py with overrides into a workdir,
+optionally dying on purpose.
 
     python tests/scripts/train_worker.py WORKDIR [--kill-after-step N] [--kill-in-save N]
         [--coordinator HOST:PORT --num-processes P --process-id I] [--dump FILE] [key=value ...]
@@ -11,7 +12,8 @@ tests/test_multiprocess.py): trains configs/tiny.py with overrides into a workdi
 --dump FILE           after training, writes the final trainable parameters (gathered to every process) as .npz
                       (process 0 only).
 It SIGKILLs itself rather than raising so that nothing (atexit, orbax's finalisers, jax) gets to clean up: the
-workdir is left exactly as a crashed or pre-empted machine would leave it.
+workdir is left exactly as a crashed or pre-empted machine would leave it. A SIGTERM (pre-emption notice) ends it
+as it ends ``vlm2geovec train``: checkpoint saved, exit code EXIT_PREEMPTED.
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ def main(argv: list[str]) -> None:
 
     from vlm2geovec_jax.train import trainer
     from vlm2geovec_jax.train.config import load_config
+    from vlm2geovec_jax.train.preemption import EXIT_PREEMPTED, Preempted
 
     config = load_config(str(ROOT / "configs" / "tiny.py"), args.overrides)
     workdir = Path(args.workdir)
@@ -99,7 +102,11 @@ def main(argv: list[str]) -> None:
         hooks.append(kill_after(args.kill_after_step, workdir, config.checkpoint.every))
     if args.kill_in_save:
         kill_in_commit_of(args.kill_in_save)
-    state = trainer.train(config, workdir, hooks=hooks, progress=False)
+    try:
+        state = trainer.train(config, workdir, hooks=hooks, progress=False)
+    except Preempted as e:
+        print(f"worker: process {jax.process_index()} {e}", flush=True)
+        sys.exit(EXIT_PREEMPTED)
     if args.dump:
         flat = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
         flat = multihost_utils.process_allgather(flat, tiled=True)

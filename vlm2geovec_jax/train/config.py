@@ -48,6 +48,8 @@ def default_config() -> ml_collections.ConfigDict:
         pipeline=ml_collections.ConfigDict()))
     c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3))
     c.log_every = 10
+    # A jax.profiler trace of steps start_step .. start_step + num_steps - 1 (train/profiling.py); 0 steps: off
+    c.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
     c.peak_flops_per_device = 0.0  # 0: look the device kind up (train/flops.py); set it for unknown devices
     return c
 
@@ -116,12 +118,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     one_of("loss.direction", config.loss.direction, DIRECTIONS)
     one_of("data.kind", config.data.kind, DATA_KINDS)
     for key in ("batch_size", "num_steps", "grad_cache.num_chunks", "checkpoint.every", "checkpoint.keep",
-                "log_every", "lora.rank"):
+                "log_every", "lora.rank", "profile.start_step"):
         node = config
         for part in key.split("."):
             node = node[part]
         if not isinstance(node, int) or node < 1:
             problems.append(f"{key}={node!r} must be a positive integer")
+    if not isinstance(config.profile.num_steps, int) or config.profile.num_steps < 0:
+        problems.append(f"profile.num_steps={config.profile.num_steps!r} must be a non-negative integer")
     if config.batch_size % config.grad_cache.num_chunks:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_cache.num_chunks "
                         f"{config.grad_cache.num_chunks}")

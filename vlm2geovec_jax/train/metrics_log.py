@@ -1,4 +1,5 @@
-"""Training metrics to the workdir: a JSONL log (one object per logged step) and TensorBoard event files.
+"""Training metrics to the workdir: a JSONL log (one object per logged step) and TensorBoard event files, and the
+accounting of each logged window's wall time and work.
 
 Only process 0 writes; tensorboardX writes event files without TensorFlow.
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -33,6 +35,42 @@ class MetricsLog:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class Window:
+    """One logged window: its wall time split into waiting for data and the step, and the work done in it.
+
+    ``data_wait_s`` is the time spent waiting for the next batch; ``step_s`` the rest of each step on the host
+    (global arrays, dispatch, and the wait for the device: dispatch is asynchronous, so device time shows up as
+    the wait for the previous step's results). Both are measured, not derived, and together make up the
+    window's wall time less logging; checkpoint saves are excluded. data_wait_s well above zero: the run is
+    input-bound (more ``data.pipeline.worker_count``).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+        self.data_wait = self.step = self.flops = 0.0
+        self.examples = self.tokens = 0
+
+    def add(self, data_wait: float, step: float, examples: int, tokens: int, flops: float) -> None:
+        self.data_wait, self.step = self.data_wait + data_wait, self.step + step
+        self.examples, self.tokens, self.flops = self.examples + examples, self.tokens + tokens, self.flops + flops
+
+    def exclude(self, seconds: float) -> None:
+        """Leaves ``seconds`` (a checkpoint save) out of the window's wall time."""
+        self.start += seconds
+
+    def scalars(self, peak_flops: float, devices: int) -> dict[str, float]:
+        """Throughput over the window's wall time, its split, and MFU when the device's peak is known."""
+        elapsed = time.perf_counter() - self.start
+        out = dict(examples_per_s=self.examples / elapsed, tokens_per_s=self.tokens / elapsed,
+                   data_wait_s=self.data_wait, step_s=self.step)
+        if peak_flops:
+            out["mfu"] = self.flops / elapsed / (peak_flops * devices)
+        return out
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:

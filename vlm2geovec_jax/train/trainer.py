@@ -32,8 +32,10 @@ from vlm2geovec_jax.train import data as data_lib
 from vlm2geovec_jax.train import flops as flops_lib
 from vlm2geovec_jax.train.grad_cache import grad_cache_value_and_grad
 from vlm2geovec_jax.train.loss import content_id_words, info_nce, query_task_ids
-from vlm2geovec_jax.train.metrics_log import MetricsLog
+from vlm2geovec_jax.train.metrics_log import MetricsLog, Window
 from vlm2geovec_jax.train.optimizer import make_optimizer, nonfinite_count, total_nonfinite
+from vlm2geovec_jax.train.preemption import PreemptionNotice, Preempted
+from vlm2geovec_jax.train.profiling import ProfileWindow
 from vlm2geovec_jax.weights import checkpoint as model_ckpt
 
 BATCH_AXES = ("data", "fsdp")
@@ -239,11 +241,14 @@ def export_lora(model: Encoder, workdir: Path, config: ml_collections.ConfigDict
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hooks: Sequence[Hook] = (),
           progress: bool = True) -> TrainState:
-    """Trains to ``config.num_steps``, resuming from ``workdir`` if it holds checkpoints."""
+    """Trains to ``config.num_steps``, resuming from ``workdir`` if it holds checkpoints.
+
+    On SIGTERM it finishes the step in flight, saves a checkpoint and raises ``Preempted`` (train/preemption.py).
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = shard_lib.make_mesh(config.mesh.to_dict())
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), PreemptionNotice() as notice:
         model = build_model(config, mesh)
         graphdef, params, frozen = split_trainable(model, config)
         del model
@@ -260,40 +265,47 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
         step_fn = jit_train_step(graphdef, config, mesh, tx, schedule)
         log = MetricsLog(workdir)
         peak = flops_lib.peak_flops_per_device(override=config.peak_flops_per_device)
+        profile = ProfileWindow(config.profile, workdir / "tensorboard")
         batches = iter(source)
         bar = tqdm(total=config.num_steps, initial=state.step, desc="train", disable=not progress)
-        window_start, window_examples, window_tokens, window_flops = time.perf_counter(), 0, 0, 0.0
+        window = Window()
         previous = None  # the last step's metrics: read after the next step is dispatched (no per-step sync)
         while state.step < config.num_steps:
+            profile.before(state.step + 1)
+            fetch = time.perf_counter()
             host = next(batches)
-            params, opt_state, metrics = step_fn(state.params, state.opt_state, state.frozen,
-                                                 to_global(host, mesh), jnp.int32(state.step))
+            begin = time.perf_counter()
+            with profile.annotate(state.step + 1):
+                params, opt_state, metrics = step_fn(state.params, state.opt_state, state.frozen,
+                                                     to_global(host, mesh), jnp.int32(state.step))
             state = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
             _check_finite(previous, state.step - 1, config.optimizer.max_nonfinite_steps)
             previous = metrics
-            examples, tokens, flops = _work(cfg, host)
-            window_examples, window_tokens, window_flops = (window_examples + examples, window_tokens + tokens,
-                                                            window_flops + flops)
-            if state.step % config.log_every == 0 or state.step == config.num_steps:
-                elapsed = time.perf_counter() - window_start
+            window.add(begin - fetch, time.perf_counter() - begin, *_work(cfg, host))
+            profile.after(state.step, state.params)
+            stop = notice.reached(state.step)  # a pre-emption notice: save this step and stop (all processes)
+            if state.step % config.log_every == 0 or state.step == config.num_steps or stop:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                scalars.update(examples_per_s=window_examples / elapsed, tokens_per_s=window_tokens / elapsed)
-                if peak:
-                    scalars["mfu"] = window_flops / elapsed / (peak * jax.device_count())
+                scalars.update(window.scalars(peak, jax.device_count()))
                 log.write(state.step, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
-                window_start, window_examples, window_tokens, window_flops = time.perf_counter(), 0, 0, 0.0
-            if state.step % config.checkpoint.every == 0 or state.step == config.num_steps:
+                window.reset()
+            if state.step % config.checkpoint.every == 0 or state.step == config.num_steps or stop:
                 pause = time.perf_counter()
                 save(manager, state, source)
-                window_start += time.perf_counter() - pause  # saving is not training throughput
+                window.exclude(time.perf_counter() - pause)  # saving is not training throughput
             bar.update(1)
+            if stop:
+                break
             for hook in hooks:
                 hook(state.step, state)
+        profile.close()
         _check_finite(previous, state.step, config.optimizer.max_nonfinite_steps)
         bar.close()
         manager.wait_until_finished()
         log.close()
+        if state.step < config.num_steps:
+            raise Preempted(state.step, str(workdir / "checkpoints"))
         final = export_model(state, workdir, config)
     adapter = f", PEFT adapter in {workdir / 'adapter'}" if config.trainable == "lora" else ""
     print(f"trained {state.step} steps; checkpoints in {workdir / 'checkpoints'}, metrics in "
