@@ -26,18 +26,11 @@ def trace_steps(path) -> list[int]:
 
 
 def test_profile_window_writes_a_trace_of_exactly_those_steps(tmp_path):
-    config = load_config(TINY, [*SMALL, "num_steps=5", "profile.start_step=2", "profile.num_steps=2"])
+    config = load_config(TINY, [*SMALL, "num_steps=8", "profile.start_step=2", "profile.num_steps=2"])
     trainer.train(config, tmp_path, progress=False)
     traces = list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0, traces
     assert trace_steps(traces[0]) == [2, 3]
-
-
-def test_profiling_is_off_by_default(tmp_path):
-    config = load_config(TINY, [*SMALL, "num_steps=2"])
-    assert config.profile.num_steps == 0
-    trainer.train(config, tmp_path, progress=False)
-    assert not (tmp_path / "tensorboard" / "plugins").exists()
 
 
 def test_profile_settings_are_validated():
@@ -69,6 +62,7 @@ def test_windows_split_into_data_wait_and_step_time_adding_up_to_the_wall_time(t
     make_source = data_lib.make_source
     monkeypatch.setattr(data_lib, "make_source", lambda *a, **k: SlowSource(make_source(*a, **k)))
     config = load_config(TINY, [*SMALL, "num_steps=8", "log_every=2", "checkpoint.every=100"])
+    assert config.profile.num_steps == 0  # profiling is off by default
     ends = {}  # step -> when its iteration ended (after logging), measured outside the trainer
     hook = lambda step, state: ends.setdefault(step, time.perf_counter())
     trainer.train(config, tmp_path, progress=False, hooks=[hook])
@@ -80,3 +74,4 @@ def test_windows_split_into_data_wait_and_step_time_adding_up_to_the_wall_time(t
     for m in log[1:-1]:  # whole windows between two hooks (the first holds compilation, the last a checkpoint)
         wall = ends[m["step"]] - ends[m["step"] - 2]
         assert m["data_wait_s"] + m["step_s"] == pytest.approx(wall, rel=0.1, abs=0.02), (m, wall)
+    assert not (tmp_path / "tensorboard" / "plugins").exists()  # no trace unless asked for

@@ -3,7 +3,8 @@
 Sections, in the order they run: mesh, model, trainable split, optimizer, data, checkpoint and resume,
 train step, loop. The step is a pure function of (trainable params, optimizer state, frozen params, batch),
 jitted with explicit shardings and donated state; the contrastive loss sees the GLOBAL batch (see
-train/loss.py), and GradCache (train/grad_cache.py) gives the exact large-batch gradient in chunks.
+train/loss.py), and GradCache (train/grad_cache.py) gives the exact large-batch gradient in chunks. The loop
+stops on SIGTERM with a checkpoint (train/preemption.py) and can trace a window of steps (train/profiling.py).
 """
 from __future__ import annotations
 
