@@ -61,7 +61,11 @@ class Embedder:
 
 
 def load(path: str | os.PathLike, **config_overrides) -> Embedder:
-    """An Embedder from a vlm2geovec model checkpoint or a transformers Qwen2-VL directory."""
+    """An Embedder from a vlm2geovec model checkpoint or a transformers Qwen2-VL directory.
+
+    ``config_overrides`` set runtime fields of the model config, e.g. ``attention="splash"`` (the kernel:
+    auto | xla | cudnn | splash; one this machine cannot run is a ValueError here) or ``remat_policy``.
+    """
     from vlm2geovec_jax.weights import checkpoint, convert
 
     if checkpoint.is_model_checkpoint(path):

@@ -112,12 +112,13 @@ def _record_rows(path: str) -> dict[int, int]:
 
 
 def embed_jsonl(ckpt: str | os.PathLike, items_path: str | os.PathLike, out: str | os.PathLike, *,
-                batch_size: int = 32, on_bad_record: str = "raise", progress: bool = True
-                ) -> tuple[Path, int, BadRecordLog]:
+                batch_size: int = 32, on_bad_record: str = "raise", progress: bool = True,
+                attention: str = "auto") -> tuple[Path, int, BadRecordLog]:
     """Embeds every Item of a JSONL file with a checkpoint and saves ``out`` (.npy, [records, D] float32).
 
     Returns (output path, number of rows, what was skipped). The tokenizer and image settings come from the
-    checkpoint's assets (or the transformers directory itself).
+    checkpoint's assets (or the transformers directory itself). ``attention`` picks the kernel
+    (models/attention.py).
     """
     from vlm2geovec_jax.embedder import load  # noqa: PLC0415 (imports the model)
 
@@ -126,7 +127,7 @@ def embed_jsonl(ckpt: str | os.PathLike, items_path: str | os.PathLike, out: str
         raise FileNotFoundError(f"{items_path}: items file not found; expected a JSONL file of Items")
     assets = assets_dir(ckpt)
     tokenizer, image_config = Tokenizer.from_dir(assets), image_config_from(assets)
-    embedder = load(ckpt)
+    embedder = load(ckpt, attention=attention)
     rows = _record_rows(items_path)
     bad = BadRecordLog()
 

@@ -214,15 +214,16 @@ def embedder_embed_fn(embedder, *, tokenizer, image_config, batch_size: int = 32
     return embed_fn
 
 
-def checkpoint_embed_fn(ckpt: str | os.PathLike, *, batch_size: int = 32, box_format: str = "qwen") -> EmbedFn:
+def checkpoint_embed_fn(ckpt: str | os.PathLike, *, batch_size: int = 32, box_format: str = "qwen",
+                        attention: str = "auto") -> EmbedFn:
     """embed_fn over a checkpoint, loaded once, with the tokenizer and image settings of its assets."""
     from vlm2geovec_jax.embedder import load  # noqa: PLC0415 (imports the model)
     from vlm2geovec_jax.inputs.embed_items import assets_dir, image_config_from  # noqa: PLC0415
     from vlm2geovec_jax.inputs.tokenizer import Tokenizer  # noqa: PLC0415
 
     assets = assets_dir(ckpt)
-    return embedder_embed_fn(load(ckpt), tokenizer=Tokenizer.from_dir(assets), image_config=image_config_from(assets),
-                             batch_size=batch_size, box_format=box_format)
+    return embedder_embed_fn(load(ckpt, attention=attention), tokenizer=Tokenizer.from_dir(assets),
+                             image_config=image_config_from(assets), batch_size=batch_size, box_format=box_format)
 
 
 def prepare_suite(suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
@@ -242,11 +243,11 @@ def prepare_suite(suite_path: str | os.PathLike, data_dir: str | os.PathLike | N
 
 def eval_command(ckpt: str | os.PathLike, suite_path: str | os.PathLike, data_dir: str | os.PathLike | None,
                  out: str | os.PathLike, *, batch_size: int = 32, tasks: Sequence[str] | None = None,
-                 box_format: str = "qwen", progress: bool = True) -> Path:
+                 box_format: str = "qwen", progress: bool = True, attention: str = "auto") -> Path:
     """``vlm2geovec eval``: build the suite's rows, embed with the checkpoint, score, report; returns report.md."""
     suite, rows = prepare_suite(suite_path, data_dir, tasks)
     model_key = f"{checkpoint_key(ckpt)}|box={box_format}|templates={suite.templates_version}"
-    embed_fn = checkpoint_embed_fn(ckpt, batch_size=batch_size, box_format=box_format)
+    embed_fn = checkpoint_embed_fn(ckpt, batch_size=batch_size, box_format=box_format, attention=attention)
     run_suite(embed_fn, suite, rows, out, model_key=model_key, progress=progress)
     path = Path(out) / "report.md"
     print(f"RSMEB report written to {path} (also report.json, report.png; per-task results in "
