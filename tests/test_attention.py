@@ -160,6 +160,8 @@ def test_impossible_choices_fail_when_the_model_is_built():
         cfg.replace(attention="flash")
     with pytest.raises(ValueError, match="splash is a TPU kernel"):
         resolve("splash", head_dims=(128,), dtype="bfloat16", where="gpu")
+    with pytest.raises(ValueError, match="cannot run on this tpu: splash takes head sizes up to 1024, not 2048"):
+        resolve("splash", head_dims=(2048, 80), dtype="bfloat16", where="tpu")
     with pytest.raises(ValueError, match="cuDNN flash attention takes bfloat16, not float32"):
         resolve("cudnn", head_dims=(128,), dtype="float32", where="gpu")
 
@@ -167,6 +169,7 @@ def test_impossible_choices_fail_when_the_model_is_built():
 def test_auto_picks_the_platform_kernel():
     assert resolve("auto", head_dims=(16, 8), dtype="float32") == "xla"  # this CPU
     assert resolve("auto", head_dims=(128, 80), dtype="bfloat16", where="tpu") == "splash"
+    assert resolve("auto", head_dims=(2048, 80), dtype="bfloat16", where="tpu") == "xla"
     assert resolve("auto", head_dims=(128, 80), dtype="float32", where="gpu") == "xla"  # cuDNN: bf16 only
 
 

@@ -13,7 +13,8 @@ outputs are never read by real positions.
   each row must hold one run of real tokens (true of our text rows and single-frame image slots).
 - ``splash``: Pallas splash attention (TPU; interpret mode on CPU, for tests) with segment ids, so no [L, L]
   mask or logits exist. Under a mesh it runs in ``shard_map``: batch over (data, fsdp), heads over tensor.
-- ``auto``: splash on TPU, cuDNN on a GPU where it takes the dtype and head size, XLA otherwise.
+- ``auto``: splash on TPU (head sizes up to 1024), cuDNN on a GPU where it takes the dtype and head size, XLA
+  otherwise.
 
 The platform is that of the mesh in context (an ahead-of-time TPU topology compiled on a CPU host counts as
 TPU), else JAX's default backend. ``check`` runs when the model is built, so an impossible choice fails there.
@@ -31,6 +32,9 @@ from vlm2geovec_jax.sharding import LOGICAL_RULES
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 SPLASH_BLOCKS = (512, 256, 128)  # splash with segment ids needs blocks that are multiples of 128
+# Compiled for v5e ahead of time, splash took every head size tried from 4 to 1024 (80 and 128 are Qwen2-VL's);
+# at 2048 the kernel's blocks overflow the TPU core's scoped VMEM (CompileTimeScopedVmemOom).
+SPLASH_MAX_HEAD_DIM = 1024
 
 
 def platform() -> str:
@@ -62,7 +66,7 @@ def resolve(choice: str, *, head_dims: tuple[int, ...], dtype, where: str | None
     if choice not in IMPLEMENTATIONS:
         raise ValueError(f"model.attention {choice!r} not in {IMPLEMENTATIONS}")
     if choice == "auto":
-        if where == "tpu":
+        if where == "tpu" and max(head_dims) <= SPLASH_MAX_HEAD_DIM:
             return "splash"
         return "cudnn" if where == "gpu" and _cudnn_problem(head_dims, dtype) is None else "xla"
     problem = None
@@ -70,6 +74,8 @@ def resolve(choice: str, *, head_dims: tuple[int, ...], dtype, where: str | None
         problem = "cuDNN needs a GPU" if where != "gpu" else _cudnn_problem(head_dims, dtype)
     elif choice == "splash" and where not in ("tpu", "cpu"):
         problem = "splash is a TPU kernel (it runs on TPU, or on CPU in interpret mode)"
+    elif choice == "splash" and max(head_dims) > SPLASH_MAX_HEAD_DIM:
+        problem = f"splash takes head sizes up to {SPLASH_MAX_HEAD_DIM}, not {max(head_dims)}"
     if problem:
         raise ValueError(f"model.attention={choice!r} cannot run on this {where}: {problem}; "
                          f"use 'auto' or 'xla'")
