@@ -136,6 +136,19 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.workdir)
 
 
+@command("plan", "compile the train and eval steps for a TPU topology (no TPU needed): per-chip HBM, fit, roofline")
+@_args(config=dict(required=True, help="experiment config file; override keys with --config.KEY=VALUE"),
+       topology=dict(required=True, help="e.g. v5e:4x4, v5p:2x2x1, v6e:2x4 (h100:8, h200:8: analytic only)"),
+       fit=dict(action="store_true", help="find the fewest GradCache chunks and least remat that fit (compiles)"),
+       headroom=dict(type=float, default=0.1, help="--fit leaves this fraction of HBM free"),
+       eval_batch_size=dict(type=int, default=32, help="items per eval forward (what eval --batch-size takes)"),
+       skip_eval=dict(action="store_true", help="plan the train step only (fewer compiles)"),
+       json=dict(help="also write the plan as JSON to this file"))
+def _plan(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.plan.main import plan_command
+    raise SystemExit(plan_command(args))
+
+
 # ---- entry point -------------------------------------------------------------------------------------------
 
 
@@ -154,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     args.overrides = [e for e in extra if e.startswith("--config.")]
     unknown = [e for e in extra if not e.startswith("--config.")]
-    if unknown or (args.overrides and args.command != "train"):
+    if unknown or (args.overrides and args.command not in ("train", "plan")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         args.run(args)

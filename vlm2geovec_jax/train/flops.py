@@ -35,6 +35,35 @@ def vision_forward_flops(cfg: ModelConfig, patches: int) -> float:
     return 2 * v.patch_dim * v.embed_dim * patches + v.depth * patches * (per_patch + attention) + merger
 
 
+def text_attention_flops(cfg: ModelConfig, tokens: int) -> float:
+    """The attention products (q.k and p.v) of the decoder alone: what remat recomputes under
+    ``save_dots_no_batch`` (they are the dots with batch dimensions)."""
+    return cfg.text.num_layers * tokens * 2 * 2 * tokens * cfg.text.hidden_size
+
+
+def vision_attention_flops(cfg: ModelConfig, patches: int) -> float:
+    return cfg.vision.depth * patches * 2 * 2 * patches * cfg.vision.embed_dim
+
+
+def recompute_flops(cfg: ModelConfig, policy: str, text_tokens: int,
+                    image_patches: list[int] | tuple[int, ...] = ()) -> float:
+    """Forward FLOPs that the backward pass recomputes under a remat policy (models/layers.py), per example.
+
+    none and save_dots keep every matmul output; save_dots_no_batch recomputes the attention products; full and
+    save_attn_out recompute the whole layer (the backward of attention needs q, k and v, which neither keeps).
+    Patch embedding and merger are outside the scanned layers and never recomputed."""
+    if policy in ("none", "save_dots"):
+        return 0.0
+    if policy == "save_dots_no_batch":
+        return text_attention_flops(cfg, text_tokens) + sum(vision_attention_flops(cfg, p) for p in image_patches)
+    v = cfg.vision
+    window = v.spatial_merge_size ** 2
+    layers = sum(vision_forward_flops(cfg, p) - 2 * v.patch_dim * v.embed_dim * p
+                 - 2 * (p // window) * (v.embed_dim * window) * (v.embed_dim * window + cfg.hidden_size)
+                 for p in image_patches)
+    return text_forward_flops(cfg, text_tokens) + layers
+
+
 def train_flops(cfg: ModelConfig, text_tokens: int, image_patches: list[int] | tuple[int, ...] = ()) -> float:
     """Model FLOPs of one training example (forward + backward = 3 x forward)."""
     forward = text_forward_flops(cfg, text_tokens) + sum(vision_forward_flops(cfg, p) for p in image_patches)

@@ -59,16 +59,19 @@ def trainable_filter(kind: str):
             "language": nnx.All(nnx.Param, nnx.PathContains("language"))}[kind]
 
 
+def init_model(config: ml_collections.ConfigDict) -> Encoder:
+    """A freshly initialised encoder (with LoRA adapters when trainable == "lora"); nnx.eval_shape it for shapes."""
+    model = Encoder(ModelConfig.from_dict(config.model.to_dict()), rngs=nnx.Rngs(config.init.seed))
+    if config.trainable == "lora":
+        apply_lora(model, LoraConfig(**config.lora.to_dict()), rngs=nnx.Rngs(config.init.seed + 1))
+    return model
+
+
 def build_model(config: ml_collections.ConfigDict, mesh) -> Encoder:
     """The encoder on the mesh: initialised sharded (never whole on one device) or loaded from a checkpoint."""
     cfg = ModelConfig.from_dict(config.model.to_dict())
     lora = LoraConfig(**config.lora.to_dict()) if config.trainable == "lora" else None
-
-    def init() -> Encoder:
-        model = Encoder(cfg, rngs=nnx.Rngs(config.init.seed))
-        if lora is not None:
-            apply_lora(model, lora, rngs=nnx.Rngs(config.init.seed + 1))
-        return model
+    init = lambda: init_model(config)
 
     if not config.init.checkpoint:
         graphdef, abstract = nnx.split(nnx.eval_shape(init))
@@ -90,11 +93,18 @@ def split_trainable(model: Encoder, config: ml_collections.ConfigDict) -> tuple[
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(config.trainable), ...)
     # Trainable weights are kept in float32 (the master copy) whatever param_dtype the frozen base uses;
     # layers cast weights to the compute dtype where they are used.
-    trainable = jax.tree.map(lambda x: x.astype(jnp.float32), trainable)
+    trainable = jax.tree.map(_as_float32, trainable)
     params = {"model": trainable}
     if config.loss.learn_temperature:
         params["log_temperature"] = jnp.log(jnp.asarray(config.loss.temperature, jnp.float32))
     return graphdef, params, frozen
+
+
+def _as_float32(x):
+    """float32 copy of an array, or of an abstract one (``vlm2geovec plan`` splits an nnx.eval_shape model)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
+    return x.astype(jnp.float32)
 
 
 # ---- the step ----------------------------------------------------------------------------------------------
@@ -137,6 +147,13 @@ def make_train_step(grad_fn, tx: optax.GradientTransformation, schedule: optax.S
         return params, opt_state, metrics
 
     return step_fn
+
+
+def jit_train_step(graphdef, config: ml_collections.ConfigDict, mesh, tx: optax.GradientTransformation,
+                   schedule: optax.Schedule):
+    """The jitted step ``(params, opt_state, frozen, batch, step) -> (params, opt_state, metrics)``, params and
+    optimizer state donated. ``train`` runs it; ``vlm2geovec plan`` compiles it for a TPU topology."""
+    return jax.jit(make_train_step(make_grad_fn(graphdef, config, mesh), tx, schedule), donate_argnums=(0, 1))
 
 
 def batch_shardings(batch: dict, mesh) -> dict:
@@ -215,8 +232,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
         manager = checkpoint_manager(workdir, config)
         state = restore(manager, state, source)
 
-        step_fn = jax.jit(make_train_step(make_grad_fn(graphdef, config, mesh), tx, schedule),
-                          donate_argnums=(0, 1))
+        step_fn = jit_train_step(graphdef, config, mesh, tx, schedule)
         log = MetricsLog(workdir)
         peak = flops_lib.peak_flops_per_device(override=config.peak_flops_per_device)
         batches = iter(source)
