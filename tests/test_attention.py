@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from parity_cases import CASES, CONFIGS, batch
-from vlm2geovec_jax.models.attention import SPLASH_BLOCKS, attention, resolve, splash_block
+from vlm2geovec_jax.models.attention import SPLASH_BLOCKS, attention, lengths_masked, resolve, splash_block
 from vlm2geovec_jax.models.encoder import Encoder
 from vlm2geovec_jax.models.lora import LoraConfig, LoRAParam, apply_lora
 from vlm2geovec_jax.models.model_inputs import prepare_inputs
@@ -56,6 +56,19 @@ def test_kernels_match_the_definition(impl, causal, heads, kv_heads):
     valid = ids > 0  # padding rows attend padding: finite, never read
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got[valid], reference(q, k, v, ids, causal)[valid], atol=2e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_cudnn_masking_by_lengths_matches_the_definition(causal):
+    """The cuDNN path's masking (sequence lengths, left padding rotated away), run by XLA's implementation of
+    the same lengths mask: no GPU here, so the kernel itself is left to a device."""
+    q, k, v = qkv(np.random.default_rng(3), 3, 40, 4, 2)
+    prefixes = np.array([[1] * 24 + [0] * 16, [1] * 40, [1] * 5 + [0] * 35])  # image slots: patches, then padding
+    ids = np.concatenate([TEXT_IDS, np.zeros((1, 40), np.int32)]) if causal else prefixes
+    got = np.asarray(lengths_masked(q, k, v, jnp.asarray(ids), causal, implementation="xla"))
+    valid = ids > 0
+    np.testing.assert_allclose(got[valid], reference(q, k, v, ids, causal)[valid], atol=2e-6)
+    assert np.all(got[~valid] == 0)
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 2), (4, 1)])

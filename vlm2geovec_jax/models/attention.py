@@ -98,7 +98,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, 
     if impl == "splash":
         return _splash_sharded(q, k, v, segment_ids, causal)
     if impl == "cudnn":
-        return _cudnn(q, k, v, segment_ids, causal)
+        return lengths_masked(q, k, v, segment_ids, causal)
     mask = segment_ids[:, :, None] == segment_ids[:, None, :]
     if causal:
         mask &= jnp.tril(jnp.ones(mask.shape[1:], bool))
@@ -108,13 +108,19 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, 
 # ---- cuDNN -------------------------------------------------------------------------------------------------
 
 
-def _cudnn(q, k, v, segment_ids, causal):
-    """Lengths-masked cuDNN attention; causal rows are rotated so their real tokens start at position 0."""
+def lengths_masked(q, k, v, segment_ids, causal, implementation="cudnn"):
+    """Attention masked by sequence lengths (what cuDNN takes); causal rows are rotated so their real tokens
+    start at position 0, and rotated back. ``implementation="xla"`` runs the same masking on a CPU (tests).
+
+    An all-padding row (an empty image slot) gets length 1 and padding rows are zeroed, so no value the
+    kernel leaves undefined reaches a later layer.
+    """
     valid = segment_ids > 0
-    lengths = jnp.sum(valid, axis=-1, dtype=jnp.int32)
+    lengths = jnp.maximum(jnp.sum(valid, axis=-1, dtype=jnp.int32), 1)
     if not causal:  # image slots: real patches first, padding after
-        return jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-                                            implementation="cudnn")
+        out = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+                                           implementation=implementation)
+        return jnp.where(valid[:, :, None, None], out, 0)
     length = q.shape[1]
     start = jnp.argmax(valid, axis=-1)  # left padding: the first real token
     order = (jnp.arange(length)[None] + start[:, None]) % length
@@ -124,8 +130,8 @@ def _cudnn(q, k, v, segment_ids, causal):
 
     out = jax.nn.dot_product_attention(rotate(q, order), rotate(k, order), rotate(v, order), is_causal=True,
                                        query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-                                       implementation="cudnn")
-    return rotate(out, jnp.argsort(order, axis=-1))
+                                       implementation=implementation)
+    return jnp.where(valid[:, :, None, None], rotate(out, jnp.argsort(order, axis=-1)), 0)
 
 
 # ---- splash ------------------------------------------------------------------------------------------------
