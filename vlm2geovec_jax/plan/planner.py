@@ -92,10 +92,10 @@ def _memory(m: Measure) -> dict:
 
 
 def make_plan(config: ml_collections.ConfigDict, topology: Topology, *, eval_batch_size: int = 32,
-              fit: bool = False, headroom: float = 0.1, with_eval: bool = True, log: Callable[[str], None] = print) -> dict:
+              fit: bool = False, headroom: float = 0.1, with_eval: bool = True,
+              log: Callable[[str], None] = print) -> dict:
     """The plan of ``config`` on ``topology`` (module doc); with ``fit``, of the configuration --fit chose."""
     shapes = config_shapes(config, eval_batch_size)
-    cfg = ModelConfig.from_dict(config.model.to_dict())
     capacity = usable_hbm_bytes(topology)
     plan = dict(topology=topology.name, chips=topology.num_chips, device_kind=topology.device_kind,
                 hbm_capacity_gib=capacity / GIB, published_hbm_gib=topology.chip.hbm_bytes / GIB,
@@ -103,48 +103,49 @@ def make_plan(config: ml_collections.ConfigDict, topology: Topology, *, eval_bat
                 hbm_tb_per_s=topology.chip.hbm_bytes_per_s / 1e12, chip_source=topology.chip.source,
                 headroom=headroom, assumptions=shapes.describe(), compiled=topology.is_tpu)
     if not topology.is_tpu:
-        weights = _count_weights(config)
-        plan["train"] = _train_section(config, shapes, None, weights, topology)
+        plan["train"] = _train_section(config, shapes, None, _count_weights(config), topology)
         plan["assumptions"].append(f"{topology.chip.name}: no compile without the GPU; FLOPs and the roofline "
                                    "estimate only, memory not checked")
         plan.update(plan["train"], fits=None)
         return plan
     limit = int(capacity * (1 - headroom)) if fit else capacity
     if fit:
-        log(f"fitting the train step into {limit / GIB:.2f} GiB a chip ({headroom:.0%} headroom):")
-        shards = int(np.prod([s for n, s in zip(("data", "fsdp"), _mesh_sizes(config, topology)) ]))
-        counts = fit_lib.chunk_counts((shapes.query_rows, shapes.target_rows), shards)
-        weights = [0]
-
-        def measure(chunks: int, policy: str) -> Measure:
-            m, weights[0] = measure_train(_with(config, **{"grad_cache.num_chunks": chunks,
-                                                           "model.remat_policy": policy}), topology, shapes)
-            return m
-        chosen, trials = fit_lib.fit_train(measure, counts, limit, log)
-        plan["fit_trials"] = [dict(grad_cache_chunks=c, remat_policy=p, hbm_per_chip_gib=m.total / GIB,
-                                   fits=m.compiled and m.total <= limit, compile_s=m.compile_s) for c, p, m in trials]
-        if chosen is not None:
-            config = _with(config, **{"grad_cache.num_chunks": chosen[0], "model.remat_policy": chosen[1]})
-            plan["overrides"] = [f"--config.grad_cache.num_chunks={chosen[0]}",
-                                 f"--config.model.remat_policy={chosen[1]}"]
-            m = chosen[2]
-        else:
-            m = trials[-1][2]
-            config = _with(config, **{"grad_cache.num_chunks": trials[-1][0], "model.remat_policy": trials[-1][1]})
-        weight_count = weights[0]
+        config, m, weight_count = _fit_train(config, topology, shapes, limit, plan, log)
+        compile_s = sum(t["compile_s"] for t in plan["fit_trials"])
     else:
         log(f"compiling the train step for {topology.name} ...")
         m, weight_count = measure_train(config, topology, shapes)
+        compile_s = m.compile_s
     plan["train"] = _train_section(config, shapes, m, weight_count, topology)
     plan["train"]["fits"] = m.compiled and m.total <= limit
     if with_eval:
         plan["eval"] = _eval_section(config, topology, shapes, eval_batch_size, limit, fit, log)
     plan.update({k: plan["train"][k] for k in ("fits", "hbm_per_chip_gib", "breakdown", "largest_buffers",
                                                  "grad_cache_chunks", "remat_policy", "step_flops", "est_step_s",
-                                                 "est_mfu", "compile_s", "collectives")})
-    plan["compile_s"] = m.compile_s + plan.get("eval", {}).get("compile_s", 0.0) + sum(t["compile_s"] for t in
-                                                                     plan.get("fit_trials", []))
+                                                 "est_mfu", "collectives")})
+    plan["compile_s"] = compile_s + plan.get("eval", {}).get("compile_s", 0.0)
     return plan
+
+
+def _fit_train(config, topology: Topology, shapes: Shapes, limit: int, plan: dict, log):
+    """--fit for the train step: (the chosen config, its measure, weight count); trials and overrides go in
+    ``plan``. When nothing fits, the last trial (most chunks, most recomputation) is reported."""
+    log(f"fitting the train step into {limit / GIB:.2f} GiB a chip ({plan['headroom']:.0%} headroom):")
+    shards = int(np.prod(_mesh_sizes(config, topology)[:2]))  # (data, fsdp): the batch axes
+    counts = fit_lib.chunk_counts((shapes.query_rows, shapes.target_rows), shards)
+    weights = [0]
+
+    def measure(chunks: int, policy: str) -> Measure:
+        m, weights[0] = measure_train(_with(config, **{"grad_cache.num_chunks": chunks,
+                                                       "model.remat_policy": policy}), topology, shapes)
+        return m
+    chosen, trials = fit_lib.fit_train(measure, counts, limit, log)
+    plan["fit_trials"] = [dict(grad_cache_chunks=c, remat_policy=p, hbm_per_chip_gib=m.total / GIB,
+                               fits=m.compiled and m.total <= limit, compile_s=m.compile_s) for c, p, m in trials]
+    chunks, policy, m = chosen if chosen is not None else trials[-1]
+    if chosen is not None:
+        plan["overrides"] = [f"--config.grad_cache.num_chunks={chunks}", f"--config.model.remat_policy={policy}"]
+    return _with(config, **{"grad_cache.num_chunks": chunks, "model.remat_policy": policy}), m, weights[0]
 
 
 def _eval_section(config, topology: Topology, shapes: Shapes, rows: int, limit: int, fit: bool, log) -> dict:
