@@ -165,3 +165,17 @@ def test_embed_from_a_model_checkpoint_uses_its_assets(hf_dir, cases, tmp_path, 
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), atol=1e-6)
     assert (ckpt / "assets" / "tokenizer.json").is_file()
 
+
+
+def test_embed_attention_flag(hf_dir, cases, tmp_path, capsys):
+    """--attention splash (interpret mode here) gives XLA's vectors; a kernel this machine lacks: one line, exit 2."""
+    items = write_items(tmp_path / "items.jsonl", [c[0] for c in cases[:3]])
+    for impl in ("xla", "splash"):
+        assert cli.main(["embed", "--ckpt", str(hf_dir), "--items", items, "--out", str(tmp_path / f"{impl}.npy"),
+                         "--attention", impl]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "splash.npy"), np.load(tmp_path / "xla.npy"), atol=1e-5)
+    capsys.readouterr()
+    assert cli.main(["embed", "--ckpt", str(hf_dir), "--items", items, "--out", str(tmp_path / "c.npy"),
+                     "--attention", "cudnn"]) == 2
+    assert last_line(capsys.readouterr().err) == ("vlm2geovec embed: error: model.attention='cudnn' cannot run on "
+                                                  "this cpu: cuDNN needs a GPU; use 'auto' or 'xla'")

@@ -71,6 +71,10 @@ def _parse_mesh(text: str):
         raise ValueError(f"--mesh {text!r}: {err}") from None
 
 
+_ATTENTION = dict(choices=["auto", "xla", "cudnn", "splash"], default="auto",
+                  help="attention kernel: splash on TPU, cuDNN on GPU, XLA otherwise (auto)")
+
+
 # ---- embeddings --------------------------------------------------------------------------------------------
 
 
@@ -80,14 +84,15 @@ def _parse_mesh(text: str):
                                       "instruction)"),
        out=dict(required=True, help="output .npy file: float32 [items, dim], rows in input order"),
        batch_size=dict(type=int, default=32, help="items per forward pass"),
+       attention=_ATTENTION,
        on_bad_record=dict(choices=["raise", "skip"], default="raise",
                           help="stop at the first bad item, or skip it (logged, counted, its row is NaN)"))
 def _embed(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.embedder import embed_jsonl, load
     if not os.path.isfile(args.items):
         raise FileNotFoundError(f"--items {args.items}: items file not found; expected a JSONL file of Items")
-    out, rows, bad = embed_jsonl(load(args.ckpt), args.items, args.out, batch_size=args.batch_size,
-                                 on_bad_record=args.on_bad_record)
+    out, rows, bad = embed_jsonl(load(args.ckpt, attention=args.attention), args.items, args.out,
+                                 batch_size=args.batch_size, on_bad_record=args.on_bad_record)
     if bad.total:
         print(bad.summary())
     print(f"embeddings of {rows - bad.total} of {rows} items written to {out}")
@@ -129,11 +134,12 @@ _train.epilog = ("Pre-emption: on SIGTERM (a TPU VM's notice) training finishes 
        data_dir=dict(help="TFDS data_dir holding the prepared datasets"),
        out=dict(required=True, help="output directory (embedding cache, per-task results, report)"),
        batch_size=dict(type=int, default=32, help="items per forward pass"),
-       tasks=dict(help="comma-separated task names (default: all)"))
+       tasks=dict(help="comma-separated task names (default: all)"),
+       attention=_ATTENTION)
 def _eval(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.rsmeb.runner import eval_command
     report = eval_command(args.ckpt, args.suite, args.data_dir, args.out, batch_size=args.batch_size,
-                          tasks=args.tasks.split(",") if args.tasks else None)
+                          tasks=args.tasks.split(",") if args.tasks else None, attention=args.attention)
     print(f"report written to {report}")
 
 

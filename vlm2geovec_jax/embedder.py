@@ -175,7 +175,8 @@ def load(path: str | os.PathLike, **config_overrides) -> Embedder:
     A model checkpoint must be complete (weights, config, processing, tokenizer); a transformers directory
     without tokenizer.json still embeds token arrays (``embed_tokens``).
 
-    ``config_overrides`` change runtime fields of the model config (dtype, remat_policy), not shapes.
+    ``config_overrides`` set runtime fields of the model config, e.g. ``attention="splash"`` (the kernel:
+    auto | xla | cudnn | splash; one this machine cannot run is a ValueError here) or ``remat_policy``.
     """
     from vlm2geovec_jax.weights import checkpoint, convert  # noqa: PLC0415
 

@@ -11,6 +11,7 @@ from typing import Any
 
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch", "save_attn_out")
+ATTENTION = ("auto", "xla", "cudnn", "splash")  # see models/attention.py
 
 
 def _check_keys(cls, d: Mapping[str, Any], where: str) -> None:
@@ -77,6 +78,7 @@ class ModelConfig:
     dtype: str = "float32"          # compute dtype of activations and matmuls
     param_dtype: str = "float32"    # storage dtype of the weights
     remat_policy: str = "none"      # see models/layers.py REMAT_POLICIES
+    attention: str = "auto"         # kernel: auto | xla | cudnn | splash (models/attention.py)
 
     def __post_init__(self):
         t, v = self.text, self.vision
@@ -94,6 +96,8 @@ class ModelConfig:
                 problems.append(f"{name} {getattr(self, name)!r} not in {DTYPES}")
         if self.remat_policy not in REMAT_POLICIES:
             problems.append(f"remat_policy {self.remat_policy!r} not in {REMAT_POLICIES}")
+        if self.attention not in ATTENTION:
+            problems.append(f"attention {self.attention!r} not in {ATTENTION}")
         if t.hidden_act != "silu" or v.hidden_act != "quick_gelu":
             problems.append("only hidden_act silu (text) and quick_gelu (vision) are supported, as in Qwen2-VL")
         if problems:

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vlm2geovec_jax.models import attention
 from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.language import LanguageModel
 from vlm2geovec_jax.models.layers import INIT_STD
@@ -32,6 +33,7 @@ class Encoder(nnx.Module):
     """Qwen2-VL (vision tower + language model) returning one unit vector per sequence."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        attention.check(cfg)  # an attention kernel this platform cannot run fails here, not inside jit
         self.cfg = cfg
         self.visual = VisionTower(cfg, rngs=rngs)
         self.language = LanguageModel(cfg, rngs=rngs)

@@ -8,7 +8,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from vlm2geovec_jax.models import rope
 from vlm2geovec_jax.models.config import ModelConfig
-from vlm2geovec_jax.models.layers import INIT_STD, Dense, RMSNorm, attention, scan_layers, stacked
+from vlm2geovec_jax.models.attention import attention
+from vlm2geovec_jax.models.layers import INIT_STD, Dense, RMSNorm, scan_layers, stacked
 from vlm2geovec_jax.sharding import constrain
 
 
@@ -17,6 +18,7 @@ class DecoderLayer(nnx.Module):
         t = cfg.text
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         self.num_heads, self.num_kv_heads, self.head_dim = t.num_heads, t.num_kv_heads, t.head_dim
+        self.attention = cfg.attention
         kv_dim = t.num_kv_heads * t.head_dim
 
         def dense(i, o, axes, bias):
@@ -32,7 +34,7 @@ class DecoderLayer(nnx.Module):
         self.up_proj = dense(t.hidden_size, t.intermediate_size, ("embed", "mlp"), False)
         self.down_proj = dense(t.intermediate_size, t.hidden_size, ("mlp", "embed"), False)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
         b, length, _ = x.shape
         h = self.input_layernorm(x)
         q = self.q_proj(h).reshape(b, length, self.num_heads, self.head_dim)
@@ -42,7 +44,7 @@ class DecoderLayer(nnx.Module):
         k = constrain(k, ("act_batch", "act_len", "act_kv_heads", None))
         cos, sin = cos.astype(q.dtype), sin.astype(q.dtype)  # transformers casts the table to the compute dtype
         q, k = rope.apply_rotary(q, cos, sin), rope.apply_rotary(k, cos, sin)
-        out = attention(q, k, v, mask).reshape(b, length, -1)
+        out = attention(q, k, v, segment_ids, causal=True, implementation=self.attention).reshape(b, length, -1)
         out = checkpoint_name(out, "attn_out")
         x = x + self.o_proj(out)
         h = self.post_attention_layernorm(x)
@@ -72,8 +74,7 @@ class LanguageModel(nnx.Module):
         """inputs_embeds [B, L, D], position_ids [B, 3, L], attention_mask [B, L] -> final hidden [B, L, D]."""
         t = self.cfg.text
         cos, sin = rope.text_cos_sin(jnp.swapaxes(position_ids, 0, 1), t.head_dim, t.rope_theta, t.mrope_section)
-        length = inputs_embeds.shape[1]
-        causal = jnp.tril(jnp.ones((length, length), bool))
-        mask = causal[None] & attention_mask[:, None, :].astype(bool)
-        x = scan_layers(self.layers, inputs_embeds, cos, sin, mask, remat_policy=self.cfg.remat_policy)
+        # Causal within the real tokens (segment 1); padding, on either side, is segment 0.
+        segment_ids = (attention_mask > 0).astype(jnp.int32)
+        x = scan_layers(self.layers, inputs_embeds, cos, sin, segment_ids, remat_policy=self.cfg.remat_policy)
         return self.norm(x)

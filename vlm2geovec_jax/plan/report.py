@@ -52,8 +52,11 @@ def text(plan: dict) -> str:
                      f"({e['est_bound']}-bound), {e['est_items_per_s']:.3g} items/s")
     if "fit_trials" in plan:
         if plan.get("overrides"):
+            extra = t["recompute_flops_vs_none"] / (t["hardware_flops"] - t["recompute_flops_vs_none"])
             lines.append(f"--fit chose GradCache {t['grad_cache_chunks']} chunks and remat {t['remat_policy']} "
-                         f"(within {plan['headroom']:.0%} headroom); pass to train: {' '.join(plan['overrides'])}")
+                         f"(within {plan['headroom']:.0%} headroom; it recomputes {t['recompute_flops_vs_none']:.3g} "
+                         f"FLOPs a step, {extra:.1%} more than remat none); pass to train: "
+                         f"{' '.join(plan['overrides'])}")
         else:
             lines.append(f"--fit: no chunk count and remat policy fits within {plan['headroom']:.0%} headroom")
         if "eval" in plan:

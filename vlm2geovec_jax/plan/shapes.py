@@ -3,8 +3,8 @@
 Train: the synthetic source's exact shapes, or for the grain pipeline the worst step it can produce: both sides
 with an image at the full patch budget (inputs/pipeline.py: fixed_size exactly, else max_pixels rounded down to
 merge windows) and the longest sequence, which is the largest length bucket but at least the image's tokens plus
-a prompt. Eval: the embed path's padding of the same items (inputs/embed_items.py: power-of-two patches, the
-default length buckets) at the eval batch size.
+a prompt. Eval: the Embedder's padding of the same items (power-of-two patches, the length buckets of the
+processing the run's model artifact will carry: inputs/processing.py) at the eval batch size.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def config_shapes(config: ml_collections.ConfigDict, eval_rows: int) -> Shapes:
         notes = (f"synthetic data: text only, query {d.query_length} and target {d.target_length} tokens "
                  f"(the longer side taken for both)",)
         return Shapes(config.batch_size, config.batch_size, length, window, eval_rows,
-                      _eval_length(length), window, notes)
+                      _processing(config).padded_length(length), window, notes)
     p = config.data.pipeline
     patches = _patch_budget(p)
     image_tokens = patches // window
@@ -62,19 +62,17 @@ def config_shapes(config: ml_collections.ConfigDict, eval_rows: int) -> Shapes:
                      f"+ {PROMPT_TOKENS} of prompt: train would skip such items; planned for {length} "
                      f"(set --config.data.pipeline.length_buckets to include it)")
     rows = config.batch_size * (1 + p.get("num_negatives", 0))
-    return Shapes(config.batch_size, rows, length, patches, eval_rows, _eval_length(length),
+    return Shapes(config.batch_size, rows, length, patches, eval_rows, _processing(config).padded_length(length),
                   bucket(patches, 64), tuple(notes))
 
 
+def _processing(config: ml_collections.ConfigDict):
+    """The processing the run's model artifact will carry (train/data.py writes the same from the config)."""
+    from vlm2geovec_jax.inputs.processing import Processing, from_pipeline_config
+    return from_pipeline_config(config.data.pipeline) if config.data.kind == "pipeline" else Processing()
+
+
 def _patch_budget(p: ml_collections.ConfigDict) -> int:
-    from vlm2geovec_jax.inputs.image import ImageConfig
     from vlm2geovec_jax.inputs.pipeline import patch_budget
-    fixed = p.get("fixed_size")
-    image = ImageConfig(**{k: p[k] for k in ("min_pixels", "max_pixels") if k in p},
-                        fixed_size=tuple(fixed) if fixed else None)
-    return patch_budget(image)
-
-
-def _eval_length(length: int) -> int:
-    from vlm2geovec_jax.inputs.tokenizer import DEFAULT_BUCKETS
-    return next((b for b in DEFAULT_BUCKETS if b >= length), length)
+    from vlm2geovec_jax.inputs.processing import from_pipeline_config
+    return patch_budget(from_pipeline_config(p).image)

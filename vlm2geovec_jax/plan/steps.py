@@ -86,4 +86,5 @@ def eval_step(config: ml_collections.ConfigDict, device, shapes: Shapes, rows: i
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Encoder(cfg, rngs=nnx.Rngs(0))))
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), state)
     batch = _inputs(cfg, rows or shapes.eval_rows, shapes.eval_length, shapes.eval_patches, one)
-    return Step(_embed, (graphdef, state, batch), EVAL_ARGS)
+    # A one-chip mesh in context, so the traced model knows it is compiled for a TPU (models/attention.py).
+    return Step(_embed, (graphdef, state, batch), EVAL_ARGS, shard_lib.make_mesh({}, devices=[device]))

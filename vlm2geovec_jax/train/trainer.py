@@ -82,7 +82,7 @@ def build_model(config: ml_collections.ConfigDict, mesh) -> Encoder:
         return nnx.merge(graphdef, state)
     base = nnx.state(model_ckpt.abstract_model(cfg))
     model = model_ckpt.load_model(config.init.checkpoint, shardings=shard_lib.state_shardings(base, mesh),
-                                  dtype=cfg.dtype, remat_policy=cfg.remat_policy)
+                                  dtype=cfg.dtype, remat_policy=cfg.remat_policy, attention=cfg.attention)
     if model.cfg.param_dtype != cfg.param_dtype or model.cfg.text != cfg.text or model.cfg.vision != cfg.vision:
         raise ValueError(f"init.checkpoint {config.init.checkpoint}: its model config does not match config.model")
     if lora is not None:

@@ -108,7 +108,9 @@ def _barrier(name: str) -> None:
 def _finish(path: Path, tmp: Path, model: Encoder, assets_from, processing: Processing, hf_config,
             source) -> None:
     """Process 0: config, processing and assets into the staging directory, then the atomic rename."""
-    meta = {"format": FORMAT, "model": model.cfg.to_dict(), **({"source": source} if source else {})}
+    # The kernel is the loading machine's choice, not the model's: the artifact records 'auto'.
+    cfg = model.cfg.replace(attention="auto")
+    meta = {"format": FORMAT, "model": cfg.to_dict(), **({"source": source} if source else {})}
     (tmp / "model_config.json").write_text(json.dumps(meta, indent=2))
     processing.save(tmp)
     assets = tmp / "assets"
@@ -152,13 +154,13 @@ def load_model(path: str | os.PathLike, *, shardings: nnx.State | None = None,
                **config_overrides) -> Encoder:
     """Restores an encoder; ``shardings`` (a state of NamedShardings) places each parameter as it is read.
 
-    ``config_overrides`` may change runtime fields (dtype, remat_policy), not shapes; a param_dtype override
-    casts after restore.
+    ``config_overrides`` may change runtime fields (dtype, remat_policy, attention), not shapes; a
+    param_dtype override casts after restore.
     """
-    cfg = read_model_config(path)
-    stored = cfg
-    cfg = cfg.replace(**config_overrides) if config_overrides else cfg
-    graphdef, state = nnx.split(abstract_model(stored))
+    stored = read_model_config(path)
+    cfg = stored.replace(**config_overrides) if config_overrides else stored
+    # The stored shapes and dtypes, built with the runtime fields asked for (attention is checked here).
+    graphdef, state = nnx.split(abstract_model(cfg.replace(param_dtype=stored.param_dtype)))
     shapes = nnx.to_pure_dict(state)
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     placement = nnx.to_pure_dict(shardings) if shardings is not None else jax.tree.map(lambda _: default, shapes)

@@ -97,15 +97,17 @@ def _adoptable(value: np.ndarray, dtype, whole: bool) -> np.ndarray:
 
 def load_hf_model(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
                   param_dtype: str | None = None, dtype: str | None = None,
-                  progress: bool = True) -> tuple[Encoder, dict]:
+                  progress: bool = True, **config_overrides) -> tuple[Encoder, dict]:
     """An Encoder from a transformers checkpoint directory, one tensor at a time.
+
+    ``config_overrides`` set runtime fields of the model config (remat_policy, attention).
 
     With a mesh, each parameter is placed straight onto its sharding (``jax.make_array_from_callback`` asks
     only for the slices this process holds), so a 7B model never sits whole on one device.
     """
     reader = HFCheckpoint(hf_dir)
     param_dtype = param_dtype or _dtype_from_hf(reader.config)
-    cfg = ModelConfig.from_hf(reader.config, param_dtype=param_dtype, dtype=dtype or param_dtype)
+    cfg = ModelConfig.from_hf(reader.config, param_dtype=param_dtype, dtype=dtype or param_dtype, **config_overrides)
     rules = mapping(cfg)
     _check_names(reader, cfg, rules)
     graphdef, state = nnx.split(ckpt_lib.abstract_model(cfg))
