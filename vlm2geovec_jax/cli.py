@@ -26,6 +26,14 @@ def _args(**flags):
     return attach
 
 
+def _with_args(add_args: Callable[[argparse.ArgumentParser], None]):
+    """Attaches a hand-written ``add_args`` (a command with its own sub-actions)."""
+    def attach(run):
+        run.add_args = add_args
+        return run
+    return attach
+
+
 # ---- weights -----------------------------------------------------------------------------------------------
 
 
@@ -128,6 +136,29 @@ def _build_tokenizer(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.demo import run_demo
     run_demo(args.workdir)
+
+
+# ---- scaling studies ---------------------------------------------------------------------------------------
+
+
+def _scale_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="scale_command", required=True, metavar="ACTION")
+    ladder = sub.add_parser("ladder", help="print the model ladder: shapes, parameters, FLOPs per example")
+    ladder.add_argument("--prompt-tokens", type=int, default=64, help="text tokens per sequence (FLOPs)")
+    ladder.add_argument("--image-size", type=int, default=448, help="square image side in pixels (FLOPs)")
+    ladder.add_argument("--tokens", default="", help="preset whose vocabulary to use (e.g. tiny); default: Qwen2-VL's")
+
+
+@command("scale", "scaling studies: `scale ladder` prints the model ladder")
+@_with_args(_scale_args)
+def _scale(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.scaling import ladder as ladder_lib
+    if args.scale_command == "ladder":
+        rungs = ladder_lib.ladder()
+        if args.tokens:
+            rungs = [ladder_lib.Rung(r.name, ladder_lib.with_tokens(r.config, args.tokens)) for r in rungs]
+        print(ladder_lib.describe(rungs, prompt_tokens=args.prompt_tokens, image_size=args.image_size))
+
 
 
 # ---- entry point -------------------------------------------------------------------------------------------
