@@ -1,6 +1,7 @@
 """The L(N, D) fit recovers a known law, covers it with its intervals, and refuses what it cannot fit."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -62,3 +63,27 @@ def test_holdout_predicts_the_largest_run_from_the_others():
 def test_degenerate_input_is_an_error_naming_what_is_missing(n, d, loss, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         fit.fit_law(n, d, loss)
+
+
+def test_scale_fit_writes_fit_json_report_and_figures(tmp_path):
+    from vlm2geovec_jax import cli
+    n, d, loss = _grid(noise=0.003)
+    n, d, loss = n[::3], d[::3], loss[::3]
+    for i, (ni, di, li) in enumerate(zip(n, d, loss)):
+        run = tmp_path / "runs" / f"run{i:02d}"
+        run.mkdir(parents=True)
+        per_example = 6 * ni
+        (run / "result.json").write_text(json.dumps(dict(
+            name=run.name, rung=f"n{ni:.0e}", budget=di, budget_kind="examples", seed=0, params=int(ni * 1.1),
+            non_embedding_params=int(ni), flops_per_example=per_example, steps=1, examples=int(di),
+            flops=per_example * int(di), eval_loss=li, p_at_1=0.5, wall_s=1.0)))
+    assert cli.main(["scale", "fit", "--workdir", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "fit.json").read_text())
+    assert len(out["runs"]) == len(n) and {"params", "flops", "examples", "eval_loss", "p_at_1"} <= set(out["runs"][0])
+    assert set(out["law"]) == {"E", "A", "alpha", "B", "beta"} and len(out["law"]["alpha"]["interval"]) == 2
+    assert {"run", "predicted", "observed", "relative_error"} <= set(out["holdout"])
+    assert {"compute", "params", "examples"} <= set(out["optimal"])
+    assert out["flops_per_example"]["g"] == pytest.approx(1.0)
+    for name in ("report.md", "loss_vs_compute.png", "isoflop.png", "predicted_vs_observed.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert cli.main(["scale", "fit", "--workdir", str(tmp_path / "nothing")]) == 2

@@ -171,7 +171,7 @@ def _scale(args: argparse.Namespace) -> None:
         else:
             run_lib.run_study(args.study, args.workdir)
     else:
-        from vlm2geovec_jax.scaling.fit import fit_command
+        from vlm2geovec_jax.scaling.report import fit_command
         fit_command(args.workdir)
 
 

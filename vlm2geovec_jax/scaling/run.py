@@ -32,22 +32,25 @@ def final_eval(run_dir: Path, steps: int) -> dict:
 
 def result_of(run: Run, run_dir: Path, wall_s: float) -> dict:
     ev = final_eval(run_dir, run.steps)
-    return dict(name=run.name, rung=run.rung, budget=run.budget, seed=run.seed, params=run.params,
+    return dict(name=run.name, rung=run.rung, budget=run.budget, budget_kind=run.budget_kind, seed=run.seed, params=run.params,
                 non_embedding_params=run.non_embedding_params, flops_per_example=run.flops_per_example,
                 steps=run.steps, examples=run.examples, flops=run.flops, eval_loss=ev["eval_loss"],
                 p_at_1=ev["eval_p_at_1"], wall_s=wall_s)
 
 
 def prepare_data(study: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Builds the study's GeoScenes world and the demo tokenizer (once) and points the base config at them."""
+    """Builds the study's GeoScenes world and the demo tokenizer (once) and points the base config's data at
+    them: every task reads the world just built."""
     if not study.get("geoscenes"):
         return
     from vlm2geovec_jax.demo import build_geoscenes  # noqa: PLC0415
     from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer  # noqa: PLC0415
 
-    build_geoscenes(workdir / "data", study.geoscenes.to_dict())
-    study.base.data.pipeline.data_dir = str(workdir / "data")
-    study.base.data.pipeline.tokenizer = str(build_demo_tokenizer(workdir / "tokenizer"))
+    dataset = build_geoscenes(workdir / "data", study.geoscenes.to_dict())
+    pipeline = study.base.data.pipeline
+    pipeline.data_dir = str(workdir / "data")
+    pipeline.tokenizer = str(build_demo_tokenizer(workdir / "tokenizer"))
+    pipeline.tasks = [{**dict(task), "dataset": dataset} for task in pipeline.tasks]
 
 
 def run_study(study_path: str, workdir: str, *, progress: bool = True) -> Path:
@@ -57,7 +60,7 @@ def run_study(study_path: str, workdir: str, *, progress: bool = True) -> Path:
     workdir = Path(workdir).absolute()
     study = load_study(study_path)
     logging.getLogger("vlm2geovec_jax.inputs.pipeline").setLevel(logging.ERROR)
-    prepare_data(study, workdir)
+    prepare_data(study, workdir)  # before planning: every run's config copies the base
     runs = plan(study)
     begin = time.perf_counter()
     for i, run in enumerate(runs, 1):
@@ -69,9 +72,6 @@ def run_study(study_path: str, workdir: str, *, progress: bool = True) -> Path:
             continue
         print(f"{head}{' (resuming)' if (run_dir / 'checkpoints').is_dir() else ''}", flush=True)
         config = run.config
-        if study.get("geoscenes"):
-            config.data.pipeline.data_dir = study.base.data.pipeline.data_dir
-            config.data.pipeline.tokenizer = study.base.data.pipeline.tokenizer
         start = time.perf_counter()
         train(config, run_dir, progress=progress)
         result = result_of(run, run_dir, time.perf_counter() - start)

@@ -42,6 +42,7 @@ class Run:
     name: str
     rung: str
     budget: float
+    budget_kind: str
     seed: int
     params: int
     non_embedding_params: int
@@ -113,7 +114,7 @@ def plan(study: ml_collections.ConfigDict) -> list[Run]:
                 config.checkpoint.every = min(study.checkpoint_every, steps)
                 config.eval = copy.deepcopy(study.eval)
                 validate(config)
-                runs.append(Run(f"{rung}_{study.budgets.kind}{budget:g}_seed{seed}", rung, float(budget), seed,
+                runs.append(Run(f"{rung}_{study.budgets.kind}{budget:g}_seed{seed}", rung, float(budget), study.budgets.kind, seed,
                                 ladder_lib.count_params(cfg),
                                 ladder_lib.count_params(cfg) - ladder_lib.embedding_params(cfg), per_example, config))
     return runs
