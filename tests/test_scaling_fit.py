@@ -87,3 +87,13 @@ def test_scale_fit_writes_fit_json_report_and_figures(tmp_path):
     for name in ("report.md", "loss_vs_compute.png", "isoflop.png", "predicted_vs_observed.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert cli.main(["scale", "fit", "--workdir", str(tmp_path / "nothing")]) == 2
+
+
+def test_isoflop_parabola_finds_the_minimum_of_an_observed_sweep():
+    c, k = 1e18, 6.0
+    ns = np.geomspace(1e7, 1e10, 9)
+    results = [dict(budget=c, budget_kind="flops", non_embedding_params=n, eval_loss=float(TRUTH(n, c / (k * n))))
+               for n in ns]
+    (point,) = fit.isoflop_parabolas(results)
+    assert point["params"] == pytest.approx(fit.compute_optimal(TRUTH, k, 1.0, c)[0], rel=0.25)
+    assert fit.isoflop_parabolas([dict(r, budget_kind="examples") for r in results]) == []

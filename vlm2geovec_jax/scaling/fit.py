@@ -151,6 +151,22 @@ def isoflop_levels(flops: Sequence[float], count: int = 4) -> list[float]:
     return [float(10 ** x) for x in np.linspace(lo, hi, count)]
 
 
+def isoflop_parabolas(results: Sequence[dict]) -> list[dict]:
+    """marin's reading of an isoFLOP sweep: per FLOPs budget with 3+ sizes, a quadratic in log N through the
+    observed losses, its vertex the budget's compute-optimal size (studies with FLOPs budgets only)."""
+    out = []
+    for budget in sorted({r["budget"] for r in results if r.get("budget_kind") == "flops"}):
+        runs = [r for r in results if r.get("budget_kind") == "flops" and r["budget"] == budget]
+        log_n = np.log([r["non_embedding_params"] for r in runs])
+        if len(set(log_n)) < 3:
+            continue
+        c2, c1, c0 = np.polyfit(log_n, [r["eval_loss"] for r in runs], 2)
+        vertex = -c1 / (2 * c2) if c2 > 0 else float(log_n[np.argmin([r["eval_loss"] for r in runs])])
+        out.append(dict(compute=float(budget), params=float(math.exp(vertex)),
+                        loss=float(c0 + c1 * vertex + c2 * vertex ** 2), curvature=float(c2)))
+    return out
+
+
 def fit_study(results: Sequence[dict], *, samples: int = 200, seed: int = 0) -> dict:
     """fit.json's content from the runs' results (scaling/run.py)."""
     names = [r["name"] for r in results]
@@ -175,4 +191,5 @@ def fit_study(results: Sequence[dict], *, samples: int = 200, seed: int = 0) -> 
         holdout=holdout(n, d, loss, flops, names),
         flops_per_example=dict(k=k, g=g),
         optimal=dict(compute=levels, params=[o[0] for o in optimal], examples=[o[1] for o in optimal],
-                     loss=[o[2] for o in optimal], params_exponent=n_exp, examples_exponent=1.0 - g * n_exp))
+                     loss=[o[2] for o in optimal], params_exponent=n_exp, examples_exponent=1.0 - g * n_exp),
+        isoflop_observed=isoflop_parabolas(results))

@@ -21,6 +21,10 @@ from vlm2geovec_jax.scaling import fit as fit_lib  # noqa: E402
 from vlm2geovec_jax.scaling.run import read_results  # noqa: E402
 
 
+def _si(n: float) -> str:
+    return next((f"{n / s:.3g}{u}" for u, s in (("B", 1e9), ("M", 1e6), ("K", 1e3)) if n >= s), f"{n:.0f}")
+
+
 def _law(fit: dict) -> fit_lib.Law:
     return fit_lib.Law(**{k: v["value"] for k, v in fit["law"].items()})
 
@@ -28,10 +32,10 @@ def _law(fit: dict) -> fit_lib.Law:
 def loss_vs_compute(fit: dict, path: Path) -> Path:
     runs = fit["runs"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for rung in dict.fromkeys(r["rung"] for r in runs):
+    for rung in dict.fromkeys(r["rung"] for r in sorted(runs, key=lambda r: r["non_embedding_params"])):
         mine = sorted((r for r in runs if r["rung"] == rung), key=lambda r: r["flops"])
         ax.plot([r["flops"] for r in mine], [r["eval_loss"] for r in mine], "o-", ms=4,
-                label=f"{rung} ({mine[0]['non_embedding_params'] / 1e6:.2g}M)")
+                label=f"{rung} (N = {_si(mine[0]['non_embedding_params'])})")
     order = sorted(runs, key=lambda r: r["flops"])
     frontier = np.minimum.accumulate([r["eval_loss"] for r in order])
     ax.step([r["flops"] for r in order], frontier, "k:", where="post", label="frontier (best so far)")
@@ -54,8 +58,12 @@ def isoflop(fit: dict, path: Path) -> Path:
     for c, n_opt, l_opt in zip(opt["compute"], opt["params"], opt["loss"]):
         line, = ax.plot(ns, law(ns, c / (k * ns ** g)), label=f"C = {c:.2g}")
         ax.plot([n_opt], [l_opt], "*", ms=10, color=line.get_color())
+    for point in fit["isoflop_observed"]:
+        ax.plot([point["params"]], [point["loss"]], "kD", ms=5)
     ax.scatter(sizes, [r["eval_loss"] for r in fit["runs"]], c=np.log10([r["flops"] for r in fit["runs"]]),
                cmap="viridis", s=18, zorder=3, label="runs (colour: log10 C)")
+    observed = [r["eval_loss"] for r in fit["runs"]]
+    ax.set_ylim(min(observed + opt["loss"]) * 0.97, max(observed) * 1.15)
     ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="held-out InfoNCE",
            title="isoFLOP curves of the fitted law (star: N*(C))")
     ax.legend(fontsize=7)
@@ -102,6 +110,10 @@ def markdown(fit: dict) -> str:
               "| compute (FLOPs) | N* | D* (examples) | predicted loss |", "|---:|---:|---:|---:|"]
     lines += [f"| {c:.3g} | {n:.3g} | {d:.3g} | {l:.4f} |"
               for c, n, d, l in zip(opt["compute"], opt["params"], opt["examples"], opt["loss"])]
+    if fit["isoflop_observed"]:
+        lines += ["", "Per FLOPs budget, a parabola in log N through the observed runs (diamonds in isoflop.png):", "",
+                  "| compute (FLOPs) | N* (parabola) | loss at N* |", "|---:|---:|---:|"]
+        lines += [f"| {p['compute']:.3g} | {p['params']:.3g} | {p['loss']:.4f} |" for p in fit["isoflop_observed"]]
     lines += ["", "## Runs", "", "| run | non-emb. params | examples | FLOPs | eval loss | predicted | P@1 |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['name']} | {r['non_embedding_params']:,} | {r['examples']:,} | {r['flops']:.3g} | "
