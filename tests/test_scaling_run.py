@@ -54,3 +54,27 @@ def test_killed_study_resumes_to_the_same_results(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "train", real_train)
     run_lib.run_study(str(study), str(tmp_path / "killed"), progress=False)
     assert _results(tmp_path / "killed") == whole
+
+
+def test_emit_writes_one_loadable_config_and_one_train_command_per_run(tmp_path):
+    from vlm2geovec_jax.train.config import load_config
+    study = tmp_path / "toy.py"
+    study.write_text(TOY_STUDY)
+    assert cli.main(["scale", "run", "--study", str(study), "--workdir", "gs://bucket/toy",
+                     "--emit", str(tmp_path / "emit")]) == 0
+    commands = (tmp_path / "emit" / "commands.sh").read_text().splitlines()
+    trains = [line for line in commands if line.startswith("vlm2geovec train")]
+    assert len(trains) == 2 and trains[1].endswith("--workdir gs://bucket/toy/runs/r00_steps8_seed0")
+    config = load_config(tmp_path / "emit" / "r00_steps8_seed0.py")
+    assert config.num_steps == 8 and config.model.text.hidden_size == 64 and config.eval.every == 4
+
+
+@pytest.mark.parametrize("edit, message", [
+    ('rungs=["r00"]', "unknown ladder rung 'r99'"),
+    ("seeds=[0], checkpoint_every=2", "study is missing ['checkpoint_every']"),
+])
+def test_bad_study_file_is_one_line_naming_the_problem(tmp_path, capsys, edit, message):
+    study = tmp_path / "bad.py"
+    study.write_text(TOY_STUDY.replace(edit, {'rungs=["r00"]': 'rungs=["r99"]'}.get(edit, "seeds=[0]")))
+    assert cli.main(["scale", "run", "--study", str(study), "--workdir", str(tmp_path / "w")]) == 2
+    assert message in capsys.readouterr().err
