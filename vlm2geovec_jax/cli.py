@@ -27,6 +27,14 @@ def _args(**flags):
     return attach
 
 
+def _with_args(add_args: Callable[[argparse.ArgumentParser], None]):
+    """Attaches a hand-written ``add_args`` (a command with its own sub-actions)."""
+    def attach(run):
+        run.add_args = add_args
+        return run
+    return attach
+
+
 # ---- weights -----------------------------------------------------------------------------------------------
 
 
@@ -170,6 +178,44 @@ def _demo(args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.plan.main import plan_command
     raise SystemExit(plan_command(args))
+
+
+# ---- scaling studies ---------------------------------------------------------------------------------------
+
+
+def _scale_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="scale_command", required=True, metavar="ACTION")
+    ladder = sub.add_parser("ladder", help="print the model ladder: shapes, parameters, FLOPs per example")
+    ladder.add_argument("--prompt-tokens", type=int, default=64, help="text tokens per sequence (FLOPs)")
+    ladder.add_argument("--image-size", type=int, default=448, help="square image side in pixels (FLOPs)")
+    ladder.add_argument("--tokens", default="", help="preset whose vocabulary to use (e.g. tiny); default: Qwen2-VL's")
+    run = sub.add_parser("run", help="train every (rung, budget, seed) of a study; a rerun resumes")
+    run.add_argument("--study", required=True, help="study file, e.g. configs/scaling/geoscenes.py")
+    run.add_argument("--workdir", required=True, help="runs/NAME/ (checkpoints, metrics, result.json) per run")
+    run.add_argument("--emit", help="write one config file per run and commands.sh here instead of training")
+    fit = sub.add_parser("fit", help="fit L(N, D) to a study's results: fit.json, report.md and figures")
+    fit.add_argument("--workdir", required=True, help="a study's workdir (scale run --workdir)")
+
+
+@command("scale", "scaling studies: `scale ladder | run | fit` (the ladder, running a study, fitting it)")
+@_with_args(_scale_args)
+def _scale(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.scaling import ladder as ladder_lib
+    if args.scale_command == "ladder":
+        rungs = ladder_lib.ladder()
+        if args.tokens:
+            rungs = [ladder_lib.Rung(r.name, ladder_lib.with_tokens(r.config, args.tokens)) for r in rungs]
+        print(ladder_lib.describe(rungs, prompt_tokens=args.prompt_tokens, image_size=args.image_size))
+    elif args.scale_command == "run":
+        from vlm2geovec_jax.scaling import run as run_lib
+        if args.emit:
+            run_lib.emit(args.study, args.emit, args.workdir)
+        else:
+            run_lib.run_study(args.study, args.workdir)
+    else:
+        from vlm2geovec_jax.scaling.report import fit_command
+        fit_command(args.workdir)
+
 
 
 # ---- entry point -------------------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ def default_config() -> ml_collections.ConfigDict:
         # pipeline: the grain mixture of inputs/pipeline.py
         pipeline=ml_collections.ConfigDict()))
     c.checkpoint = ml_collections.ConfigDict(dict(every=500, keep=3))
+    # held-out InfoNCE and P@1 on fixed batches (train/eval_hook.py); every=0: off. batch_size 0: the training
+    # one; temperature 0: loss.temperature. Same split/seed/batches in every run: losses compare across runs.
+    c.eval = ml_collections.ConfigDict(dict(every=0, num_batches=4, batch_size=0, split="test", seed=1234,
+                                            temperature=0.0))
     c.log_every = 10
     # A jax.profiler trace of steps start_step .. start_step + num_steps - 1 (train/profiling.py); 0 steps: off
     c.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
@@ -126,6 +130,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             problems.append(f"{key}={node!r} must be a positive integer")
     if not isinstance(config.profile.num_steps, int) or config.profile.num_steps < 0:
         problems.append(f"profile.num_steps={config.profile.num_steps!r} must be a non-negative integer")
+    if not isinstance(config.eval.every, int) or config.eval.every < 0 or config.eval.num_batches < 1:
+        problems.append(f"eval.every={config.eval.every!r} must be >= 0 and eval.num_batches="
+                        f"{config.eval.num_batches!r} >= 1")
     if config.batch_size % config.grad_cache.num_chunks:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_cache.num_chunks "
                         f"{config.grad_cache.num_chunks}")

@@ -79,3 +79,18 @@ def peak_flops_per_device(device: jax.Device | None = None, override: float = 0.
         if name.lower() in kind.lower():
             return peak
     return None
+
+
+def image_patches(cfg: ModelConfig, image_size: int) -> int:
+    """Vision patches of one square ``image_size`` image (one temporal patch: a still image)."""
+    side = image_size // cfg.vision.patch_size
+    return side * side
+
+
+def example_train_flops(cfg: ModelConfig, prompt_tokens: int, image_size: int, *, sides: int = 2) -> float:
+    """Model FLOPs of one contrastive training example: ``sides`` sequences (query and positive), each of
+    ``prompt_tokens`` text tokens and one image (its patches through the vision tower, its merged image tokens
+    through the decoder)."""
+    patches = image_patches(cfg, image_size)
+    image_tokens = patches // cfg.vision.spatial_merge_size ** 2
+    return sides * train_flops(cfg, prompt_tokens + image_tokens, [patches])

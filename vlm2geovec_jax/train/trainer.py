@@ -30,6 +30,7 @@ from vlm2geovec_jax.models.config import ModelConfig
 from vlm2geovec_jax.models.encoder import Encoder
 from vlm2geovec_jax.models.lora import LoRAParam, LoraConfig, apply_lora, merge_lora
 from vlm2geovec_jax.train import data as data_lib
+from vlm2geovec_jax.train import eval_hook
 from vlm2geovec_jax.train import flops as flops_lib
 from vlm2geovec_jax.train.grad_cache import grad_cache_value_and_grad
 from vlm2geovec_jax.train.loss import content_id_words, info_nce, query_task_ids
@@ -265,6 +266,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
 
         step_fn = jit_train_step(graphdef, config, mesh, tx, schedule)
         log = MetricsLog(workdir)
+        evaluator = eval_hook.from_config(config, cfg, graphdef, mesh, to_global)
         peak = flops_lib.peak_flops_per_device(override=config.peak_flops_per_device)
         profile = ProfileWindow(config.profile, workdir / "tensorboard")
         batches = iter(source)
@@ -291,6 +293,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
                 log.write(state.step, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
                 window.reset()
+            if evaluator is not None and evaluator.due(state.step):
+                pause = time.perf_counter()
+                log.write(state.step, evaluator(state.params, state.frozen))
+                window.exclude(time.perf_counter() - pause)  # evaluating is not training throughput
             if state.step % config.checkpoint.every == 0 or state.step == config.num_steps or stop:
                 pause = time.perf_counter()
                 save(manager, state, source)
