@@ -168,7 +168,8 @@ def isoflop_parabolas(results: Sequence[dict]) -> list[dict]:
 
 
 def fit_study(results: Sequence[dict], *, samples: int = 200, seed: int = 0) -> dict:
-    """fit.json's content from the runs' results (scaling/run.py)."""
+    """fit.json's content from the runs' results (scaling/run.py), runs ordered by size, then budget."""
+    results = sorted(results, key=lambda r: (r["non_embedding_params"], r["examples"], r["name"]))
     names = [r["name"] for r in results]
     n = [r["non_embedding_params"] for r in results]
     d = [r["examples"] for r in results]

@@ -136,7 +136,8 @@ def fit_command(workdir: str) -> Path:
     predicted_vs_observed(fit, workdir / "predicted_vs_observed.png")
     (workdir / "report.md").write_text(markdown(fit))
     hold = fit["holdout"]
-    print(f"fit of {len(results)} runs: alpha {fit['law']['alpha']['value']:.3f}, beta {fit['law']['beta']['value']:.3f}"
+    law = {k: v["value"] for k, v in fit["law"].items()}
+    print(f"fit of {len(results)} runs: alpha {law['alpha']:.3f}, beta {law['beta']:.3f}"
           f"; {hold['run']} predicted {hold['predicted']:.4f} vs {hold['observed']:.4f} measured "
           f"({100 * hold['relative_error']:.1f}% off)")
     print(f"fit written to {workdir / 'fit.json'}, report to {workdir / 'report.md'}")

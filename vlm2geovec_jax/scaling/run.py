@@ -32,7 +32,8 @@ def final_eval(run_dir: Path, steps: int) -> dict:
 
 def result_of(run: Run, run_dir: Path, wall_s: float) -> dict:
     ev = final_eval(run_dir, run.steps)
-    return dict(name=run.name, rung=run.rung, budget=run.budget, budget_kind=run.budget_kind, seed=run.seed, params=run.params,
+    return dict(name=run.name, rung=run.rung, budget=run.budget, budget_kind=run.budget_kind, seed=run.seed,
+                params=run.params,
                 non_embedding_params=run.non_embedding_params, flops_per_example=run.flops_per_example,
                 steps=run.steps, examples=run.examples, flops=run.flops, eval_loss=ev["eval_loss"],
                 p_at_1=ev["eval_p_at_1"], wall_s=wall_s)
@@ -88,7 +89,10 @@ def read_results(workdir: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-CONFIG_FILE = '''"""Run {name} of study {study} (rung {rung}, {kind} budget {budget:g}, seed {seed}); written by scale run --emit."""
+CONFIG_FILE = '''"""Run {name} of study {study} (rung {rung}, {kind} budget {budget:g}, seed {seed}).
+
+Written by vlm2geovec scale run --emit.
+"""
 import json
 
 import ml_collections

@@ -114,7 +114,8 @@ def plan(study: ml_collections.ConfigDict) -> list[Run]:
                 config.checkpoint.every = min(study.checkpoint_every, steps)
                 config.eval = copy.deepcopy(study.eval)
                 validate(config)
-                runs.append(Run(f"{rung}_{study.budgets.kind}{budget:g}_seed{seed}", rung, float(budget), study.budgets.kind, seed,
+                runs.append(Run(f"{rung}_{study.budgets.kind}{budget:g}_seed{seed}", rung, float(budget),
+                                study.budgets.kind, seed,
                                 ladder_lib.count_params(cfg),
                                 ladder_lib.count_params(cfg) - ladder_lib.embedding_params(cfg), per_example, config))
     return runs
