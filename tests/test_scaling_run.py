@@ -69,6 +69,18 @@ def test_emit_writes_one_loadable_config_and_one_train_command_per_run(tmp_path)
     assert config.num_steps == 8 and config.model.text.hidden_size == 64 and config.eval.every == 4
 
 
+def test_emit_with_a_topology_plans_every_run(tmp_path, capsys):
+    study = tmp_path / "toy.py"
+    study.write_text(TOY_STUDY)
+    assert cli.main(["scale", "run", "--study", str(study), "--workdir", str(tmp_path / "w"),
+                     "--emit", str(tmp_path / "emit"), "--topology", "v5e:2x2"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("r00_steps4_seed0", "r00_steps8_seed0"):
+        plan = json.loads((tmp_path / "emit" / f"{name}.plan.json").read_text())
+        assert plan["topology"] == "v5e:2x2" and plan["fits"] is True and plan["hbm_per_chip_gib"] > 0
+        assert f"{name}: fits on v5e:2x2" in printed
+
+
 @pytest.mark.parametrize("edit, message", [
     ('rungs=["r00"]', "unknown ladder rung 'r99'"),
     ("seeds=[0], checkpoint_every=2", "study is missing ['checkpoint_every']"),

@@ -193,6 +193,8 @@ def _scale_args(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--study", required=True, help="study file, e.g. configs/scaling/geoscenes.py")
     run.add_argument("--workdir", required=True, help="runs/NAME/ (checkpoints, metrics, result.json) per run")
     run.add_argument("--emit", help="write one config file per run and commands.sh here instead of training")
+    run.add_argument("--topology", help="with --emit: compile each run's train step for this TPU topology "
+                                        "(vlm2geovec plan) and say whether it fits")
     fit = sub.add_parser("fit", help="fit L(N, D) to a study's results: fit.json, report.md and figures")
     fit.add_argument("--workdir", required=True, help="a study's workdir (scale run --workdir)")
 
@@ -209,7 +211,7 @@ def _scale(args: argparse.Namespace) -> None:
     elif args.scale_command == "run":
         from vlm2geovec_jax.scaling import run as run_lib
         if args.emit:
-            run_lib.emit(args.study, args.emit, args.workdir)
+            run_lib.emit(args.study, args.emit, args.workdir, topology=args.topology)
         else:
             run_lib.run_study(args.study, args.workdir)
     else:

@@ -105,8 +105,12 @@ def get_config():
 '''
 
 
-def emit(study_path: str, out: str, workdir: str) -> Path:
-    """One config file per run and commands.sh with one ``vlm2geovec train`` per run; returns commands.sh."""
+def emit(study_path: str, out: str, workdir: str, topology: str | None = None) -> Path:
+    """One config file per run and commands.sh with one ``vlm2geovec train`` per run; returns commands.sh.
+
+    With ``topology``, each run's train step is also compiled for it by ``vlm2geovec plan`` (libtpu, ahead of
+    time): ``<run>.plan.json`` beside the config and one line per run saying whether it fits.
+    """
     study = load_study(study_path)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +122,24 @@ def emit(study_path: str, out: str, workdir: str) -> Path:
                                            budget=run.budget, seed=run.seed,
                                            json=json.dumps(run.config.to_dict(), indent=1)))
         lines.append(f"vlm2geovec train --config {path} --workdir {workdir}/runs/{run.name}")
+        if topology:
+            check_fits(run.name, run.config, topology, out_dir / f"{run.name}.plan.json")
     commands = out_dir / "commands.sh"
     commands.write_text("\n".join(lines) + "\n")
     commands.chmod(0o755)
     print(f"{len(lines) - 3} run configs and {commands} written")
     return commands
+
+
+def check_fits(name: str, config, topology: str, path: Path) -> dict:
+    """``vlm2geovec plan`` of one run's train step on ``topology``; writes its JSON and prints one line."""
+    from vlm2geovec_jax.plan import report  # noqa: PLC0415 (imports libtpu's topologies)
+    from vlm2geovec_jax.plan.planner import make_plan  # noqa: PLC0415
+    from vlm2geovec_jax.plan.topology import get_topology  # noqa: PLC0415
+
+    plan = make_plan(config, get_topology(topology), with_eval=False, log=lambda line: None)
+    report.write_json(plan, path)
+    verdict = {True: "fits", False: "DOES NOT FIT", None: "not compiled (analytic only)"}[plan["fits"]]
+    print(f"{name}: {verdict} on {topology} ({plan['hbm_per_chip_gib']:.2f} of {plan['hbm_capacity_gib']:.2f} "
+          f"GiB a chip); plan in {path}")
+    return plan
