@@ -57,11 +57,12 @@ def test_schema_and_matched_flops(two_runs):
     assert flops["dual"] == pytest.approx(per_step["dual"] * steps["dual"])
     assert abs(flops["dual"] - flops["single"]) <= per_step["dual"] / 2  # matched to within half a step
     assert set(result["crop"]) == set(TASKS[1:]) and result["split"] == "test"
+    assert set(result["validation"]["tasks"]) == set(TASKS) and set(result["validation"]["crop"]) == set(TASKS[1:])
     assert (two_runs[0] / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     md = (two_runs[0] / "ablation.md").read_text()
     assert "| referring_expression_retrieval |" in md and "## Must show" in md
 
 
 def test_cli_registers_ablate():
-    args = cli.build_parser().parse_args(["ablate", "--workdir", "w", "--steps", "3", "--split", "validation"])
-    assert (args.workdir, args.steps, args.split) == ("w", 3, "validation")
+    args = cli.build_parser().parse_args(["ablate", "--workdir", "w", "--steps", "3"])
+    assert (args.workdir, args.steps) == ("w", 3)

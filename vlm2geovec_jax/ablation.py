@@ -7,11 +7,13 @@ coordinates and instructions on the text side, composed edits as their text). Th
 cheaper, so it trains more steps: as many as bring its training FLOPs (train/flops.py, model FLOPs of the
 real tokens and patches, estimated from the first steps of each pipeline) to the single encoder's.
 Both are evaluated on the same rows of eval/geoscenes.py (the dual model on their dual form, rsmeb/dual.py),
-on the test split by default; ``--split validation`` gives the figures on which settings are chosen.
+on the validation split (where settings are chosen) and on the test split (what is reported); the trained
+models are shared, so the validation figures cost one more evaluation, not another training.
 
-    WORKDIR/ablation.json  {"tasks": {task: {"single", "dual", "chance"}}, "groups": {...}, "flops": {...},
-                            "steps": {...}, "crop": {...}, "split", "seed"}: P@1 in percent, no timings,
-                            so the same seed gives the same file
+    WORKDIR/ablation.json  test figures {"tasks": {task: {"single", "dual", "chance"}}, "groups": {...},
+                            "crop": {...}}, the same for validation under "validation", and "flops",
+                            "flops_per_step", "steps", "seed": P@1 in percent, no timings, so the same seed
+                            gives the same file
     WORKDIR/ablation.md    the same as tables, with the must-show checks and wall times
     WORKDIR/ablation.png   P@1 per task, single vs dual, chance marked (matplotlib)
 """
@@ -30,6 +32,7 @@ from vlm2geovec_jax import demo
 
 FLOPS_SAMPLE_STEPS = 16
 MODES = ("single", "dual")
+SPLITS = ("validation", "test")
 # (task, minimum single - dual gain in points) the paper's claim implies; matched tasks stay within MATCH_PP
 MUST_GAIN = (("referring_expression_retrieval", 15.0), ("region_caption_retrieval", 8.0))
 MATCHED_GROUPS = ("scene_classification", "cross_modal_search")
@@ -59,19 +62,18 @@ def matched_configs(config) -> tuple[dict[str, Any], dict[str, float]]:
     return {"single": single, "dual": dual}, per_step
 
 
-def _evaluate(mode: str, model: Path, suite: str, workdir: Path, tasks: Sequence[str] | None,
-              progress: bool) -> dict:
+def _evaluate(mode: str, model: Path, suite: str, out: Path, tasks: Sequence[str] | None, progress: bool) -> dict:
     """The suite report of one model; the dual model sees the same rows in their dual form."""
     from vlm2geovec_jax.rsmeb.dual import dual_suite  # noqa: PLC0415
 
-    report, _, _ = demo.evaluate(model, suite, workdir / "data", workdir / f"eval_{mode}", tasks=tasks,
+    report, _, _ = demo.evaluate(model, suite, out.parent / "data", out, tasks=tasks,
                                  transform=dual_suite if mode == "dual" else None, progress=progress)
     return report
 
 
-def summarise(reports: Mapping[str, Mapping[str, Any]], *, flops: Mapping[str, float],
-              steps: Mapping[str, int], split: str, seed: int) -> dict[str, Any]:
-    """ablation.json's content from the two suite reports (P@1 in percent, as the reports give it)."""
+def split_result(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per task and group P@1 of both models beside chance, and the single encoder's crop baseline, from the
+    two suite reports of one split (P@1 in percent, as the reports give it)."""
     by_mode = {m: {t["task"]: t for t in reports[m]["tasks"]} for m in MODES}
     tasks = {name: {"single": t["metrics"]["p@1"], "dual": by_mode["dual"][name]["metrics"]["p@1"],
                     "chance": t["chance_p@1"], "group": t["group"]}
@@ -80,9 +82,16 @@ def summarise(reports: Mapping[str, Mapping[str, Any]], *, flops: Mapping[str, f
     for group in reports["single"]["groups"]:
         members = [v for v in tasks.values() if v["group"] == group]
         groups[group] = {k: float(np.mean([v[k] for v in members])) for k in ("single", "dual", "chance")}
-    crop = {b["baseline_of"]: b["p@1"] for b in reports["single"]["baselines"]}
-    return {"tasks": tasks, "groups": groups, "flops": {m: flops[m] * steps[m] for m in MODES},
-            "flops_per_step": dict(flops), "steps": dict(steps), "crop": crop, "split": split, "seed": seed}
+    return {"tasks": tasks, "groups": groups, "crop": {b["baseline_of"]: b["p@1"] for b in reports["single"]["baselines"]}}
+
+
+def summarise(reports: Mapping[str, Mapping[str, Mapping[str, Any]]], *, flops: Mapping[str, float],
+              steps: Mapping[str, int], seed: int) -> dict[str, Any]:
+    """ablation.json's content: the test split's figures at the top (the schema of issue 14), the validation
+    split's under "validation", the training FLOPs and steps of each model."""
+    return {**split_result(reports["test"]), "validation": split_result(reports["validation"]), "split": "test",
+            "flops": {m: flops[m] * steps[m] for m in MODES}, "flops_per_step": dict(flops), "steps": dict(steps),
+            "seed": seed}
 
 
 def checks(result: Mapping[str, Any]) -> list[tuple[str, bool]]:
@@ -106,15 +115,8 @@ def checks(result: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return out
 
 
-def markdown(result: Mapping[str, Any], timings: Mapping[str, float]) -> str:
-    """ablation.md: per-task and per-group P@1 of both models beside chance, FLOPs, checks, wall times."""
-    lines = ["# Single interleaved encoder vs dual-encoder baseline", "",
-             f"configs/demo.py trained from scratch twice on GeoScenes with seed {result['seed']}: once "
-             "interleaved, once with every item image-only or text-only (`data.pipeline.interleave=False`), at "
-             f"matched training FLOPs ({result['steps']['single']} vs {result['steps']['dual']} steps; "
-             f"{result['flops']['single']:.3g} vs {result['flops']['dual']:.3g} model FLOPs). Evaluated on the "
-             f"GeoScenes **{result['split']}** split; P@1 in percent.", "",
-             "| task | single | dual | gain | chance | single, crops |", "|---|---:|---:|---:|---:|---:|"]
+def _table(result: Mapping[str, Any]) -> list[str]:
+    lines = ["| task | single | dual | gain | chance | single, crops |", "|---|---:|---:|---:|---:|---:|"]
     for name, t in result["tasks"].items():
         crop = result["crop"].get(name)
         lines.append(f"| {name} | {t['single']:.1f} | {t['dual']:.1f} | {t['single'] - t['dual']:+.1f} | "
@@ -122,8 +124,22 @@ def markdown(result: Mapping[str, Any], timings: Mapping[str, float]) -> str:
     lines += ["", "| group | single | dual | gain | chance |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {g} | {v['single']:.1f} | {v['dual']:.1f} | {v['single'] - v['dual']:+.1f} | {v['chance']:.1f} |"
               for g, v in result["groups"].items()]
-    lines += ["", "## Must show", ""]
+    return lines
+
+
+def markdown(result: Mapping[str, Any], timings: Mapping[str, float]) -> str:
+    """ablation.md: per-task and per-group P@1 of both models beside chance, FLOPs, checks, wall times."""
+    lines = ["# Single interleaved encoder vs dual-encoder baseline", "",
+             f"configs/demo.py trained from scratch twice on GeoScenes with seed {result['seed']}: once "
+             "interleaved, once with every item image-only or text-only (`data.pipeline.interleave=False`), at "
+             f"matched training FLOPs ({result['steps']['single']} vs {result['steps']['dual']} steps; "
+             f"{result['flops']['single']:.3g} vs {result['flops']['dual']:.3g} model FLOPs). P@1 in percent.", "",
+             "## Test split (the reported figures)", ""]
+    lines += _table(result)
+    lines += ["", "## Must show (test split)", ""]
     lines += [f"- [{'x' if ok else ' '}] {text}" for text, ok in checks(result)]
+    lines += ["", "## Validation split (where settings are chosen)", ""]
+    lines += _table(result["validation"])
     lines += ["", "\"single, crops\": the single encoder on the crop baseline of a region task (the region cut out "
               "as the image, every word of the box row kept; rsmeb/crop.py).", "",
               "| stage | wall time (s) |", "|---|---:|"]
@@ -148,7 +164,7 @@ def chart_png(result: Mapping[str, Any], path: Path) -> Path:
                zorder=3)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"P@1 (%), GeoScenes {result['split']} split")
+    ax.set_xlabel("P@1 (%), GeoScenes test split")
     ax.set_title("interleaved single encoder vs dual-encoder baseline, matched training FLOPs", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -157,12 +173,11 @@ def chart_png(result: Mapping[str, Any], path: Path) -> Path:
     return path
 
 
-def run_ablation(workdir: str | Path, *, config=None, steps: int | None = None, split: str = "test",
+def run_ablation(workdir: str | Path, *, config=None, steps: int | None = None,
                  world: Mapping[str, Any] = demo.DEMO_WORLD, tasks: Sequence[str] | None = None,
                  progress: bool = True) -> dict[str, Any]:
-    """Builds, trains both models at matched FLOPs, evaluates both, writes ablation.{json,md,png}."""
-    if split not in ("test", "validation"):
-        raise ValueError(f"--split: expected 'test' or 'validation', got {split!r}")
+    """Builds, trains both models at matched FLOPs, evaluates both on the validation and test splits, writes
+    ablation.{json,md,png}."""
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     demo.quiet_pipeline()
@@ -176,19 +191,20 @@ def run_ablation(workdir: str | Path, *, config=None, steps: int | None = None, 
     t = time.perf_counter()
     configs, per_step = matched_configs(config)
     timings["count FLOPs"] = time.perf_counter() - t
-    suite = demo.default_suite(dataset, split=split)
-    reports = {}
+    reports: dict[str, dict[str, Any]] = {split: {} for split in SPLITS}
     for mode in MODES:
         print(f"[{mode}] training {configs[mode].num_steps} steps "
               f"({per_step[mode]:.3g} model FLOPs per step)", flush=True)
         t = time.perf_counter()
         _, model = demo.train_model(configs[mode], workdir / f"train_{mode}", tokenizer, progress=progress)
         timings[f"train {mode}"] = time.perf_counter() - t
-        print(f"[{mode}] evaluating {suite}", flush=True)
         t = time.perf_counter()
-        reports[mode] = _evaluate(mode, model, suite, workdir, tasks, progress)
+        for split in SPLITS:
+            suite = demo.default_suite(dataset, split=split)
+            print(f"[{mode}] evaluating {suite}", flush=True)
+            reports[split][mode] = _evaluate(mode, model, suite, workdir / f"eval_{mode}_{split}", tasks, progress)
         timings[f"evaluate {mode}"] = time.perf_counter() - t
-    result = summarise(reports, flops=per_step, steps={m: configs[m].num_steps for m in MODES}, split=split,
+    result = summarise(reports, flops=per_step, steps={m: configs[m].num_steps for m in MODES},
                        seed=int(config.init.seed))
     timings["total"] = time.perf_counter() - begin
     (workdir / "ablation.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -199,4 +215,3 @@ def run_ablation(workdir: str | Path, *, config=None, steps: int | None = None, 
     print(f"ablation written to {workdir / 'ablation.md'} (ablation.json, ablation.png beside it) "
           f"in {timings['total']:.0f} s")
     return result
-

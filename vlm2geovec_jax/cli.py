@@ -132,12 +132,10 @@ def _demo(args: argparse.Namespace) -> None:
 
 @command("ablate", "train the interleaved single encoder and the dual-encoder baseline at matched FLOPs, compare")
 @_args(workdir=dict(default="vlm2geovec_ablation", help="where the data, both models, evaluations and ablation.* go"),
-       steps=dict(type=int, help="single-encoder training steps (default: configs/demo.py's)"),
-       split=dict(default="test", choices=["test", "validation"],
-                  help="evaluation split: validation to choose settings, test to report"))
+       steps=dict(type=int, help="single-encoder training steps (default: configs/demo.py's)"))
 def _ablate(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.ablation import run_ablation
-    run_ablation(args.workdir, steps=args.steps, split=args.split)
+    run_ablation(args.workdir, steps=args.steps)
 
 
 # ---- entry point -------------------------------------------------------------------------------------------
