@@ -40,7 +40,8 @@ MATCH_PP = 5.0
 
 
 def step_flops(config, *, steps: int = FLOPS_SAMPLE_STEPS) -> float:
-    """Mean model training FLOPs of one step of ``config``'s pipeline over its first ``steps`` steps."""
+    """Mean model training FLOPs of one step of ``config``'s pipeline over its first ``steps`` steps. The task
+    plan depends on the seed and weights only, so both modes sample the same tasks and their ratio is tight."""
     from vlm2geovec_jax.models.config import ModelConfig  # noqa: PLC0415
     from vlm2geovec_jax.train.data import make_source  # noqa: PLC0415
     from vlm2geovec_jax.train.trainer import _work  # noqa: PLC0415 (the trainer's own count of a step's work)
