@@ -26,9 +26,6 @@ gets a slot of merge_size**2 empty patches instead, so the vision tower costs no
 Each side thus compiles at most ``2 * len(length_buckets)`` shapes. At 448x448 the budget is 1024 patches
 (256 image tokens), 4.7 MiB of float32 pixels per row.
 
-Dual-encoder mode: ``interleave=False`` turns every drawn Pair into image-only and text-only items
-(inputs/dual.py) before it is encoded, so the same mixture, seed and shapes train a CLIP-style baseline.
-
 Bad records: ``on_bad_record="raise"`` raises the RecordError (naming the source, record and field);
 ``"skip"`` turns the pair into invalid rows, logs it and counts it in ``Pipeline.bad`` (a BadRecordLog)
 when its step is consumed (not when a thread or worker builds it ahead), and the pipeline keeps running
@@ -99,7 +96,7 @@ class PipelineConfig:
     prefetch_steps: int = 2                   # steps built ahead per process; each holds its pixel arrays
     box_format: str = "qwen"
     side: str = "right"
-    interleave: bool = True                   # False: the dual-encoder mode, every item image- or text-only
+    interleave: bool = True                   # False: the dual-encoder mode (inputs/dual.py) on every pair
 
     def __post_init__(self) -> None:
         if self.sub_batch_size < 1 or self.sub_batches < 1 or self.num_negatives < 0:
