@@ -230,8 +230,7 @@ class _BuildStep(grain.transforms.Map):
                 if not pairs:
                     raise RecordError(f"the example gives no pair for task {task.name!r}")
                 pair = pairs[_draw(self.config.seed, k, position, len(pairs))]
-                if not self.config.interleave:
-                    pair = dual_pair(pair)
+                pair = pair if self.config.interleave else dual_pair(pair)
                 return (*self._encode(pair, position, k), f"{pair.source.dataset}/{pair.source.split}/"
                         f"{pair.source.id}", None)
             except RecordError as err:
