@@ -66,3 +66,8 @@ def test_schema_and_matched_flops(two_runs):
 def test_cli_registers_ablate():
     args = cli.build_parser().parse_args(["ablate", "--workdir", "w", "--steps", "3"])
     assert (args.workdir, args.steps) == ("w", 3)
+
+
+def test_bad_steps_is_one_line_and_exit_2(capsys):
+    assert cli.main(["ablate", "--workdir", "w", "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--steps: expected a positive number of training steps, got 0")

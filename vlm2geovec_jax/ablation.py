@@ -179,6 +179,8 @@ def run_ablation(workdir: str | Path, *, config=None, steps: int | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Builds, trains both models at matched FLOPs, evaluates both on the validation and test splits, writes
     ablation.{json,md,png}."""
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps: expected a positive number of training steps, got {steps}")
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     demo.quiet_pipeline()
