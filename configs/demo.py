@@ -64,7 +64,8 @@ def get_config():
         data_dir="", tokenizer="",
         tasks=[dict(dataset=DATASET, task=kind, split="train", weight=w) for kind, w in MIXTURE.items()],
         sub_batch_size=4, num_negatives=1, length_buckets=(112,), fixed_size=(IMAGE_SIZE, IMAGE_SIZE),
-        min_pixels=56 * 56, max_pixels=IMAGE_SIZE * IMAGE_SIZE, worker_count=0, on_bad_record="skip"))
+        min_pixels=56 * 56, max_pixels=IMAGE_SIZE * IMAGE_SIZE, worker_count=0, on_bad_record="skip",
+        interleave=True))
     c.checkpoint.every = 1000
     c.checkpoint.keep = 1
     c.log_every = 10

@@ -13,8 +13,9 @@ vlm2geovec_jax/geoscenes/__init__.py), so the suite is zero-shot in place, as RS
     vlm2geovec eval --ckpt CKPT --suite eval/geoscenes.py --data_dir DATA --out OUT
 
 Arguments after ``:`` (comma-separated): a builder config to read (``tiny``, ``small`` (default), ``base``,
-or any config name built into DATA), and ``quick`` to cap every task at 16 queries (a smoke run), e.g.
-``eval/geoscenes.py:tiny,quick``.
+or any config name built into DATA), ``validation`` to read the validation split instead of the test split
+(where every choice of steps, mixture or temperature is made; the test split only reports), and ``quick``
+to cap every task at 16 queries (a smoke run), e.g. ``eval/geoscenes.py:tiny,validation,quick``.
 """
 import ml_collections
 
@@ -97,20 +98,24 @@ def _tasks():
 
 
 def _options(arg):
-    config, quick = DEFAULT_CONFIG, False
+    config, quick, split = DEFAULT_CONFIG, False, "test"
     for part in (p.strip() for p in (arg or "").split(",") if p.strip()):
         if part == "quick":
             quick = True
+        elif part == "validation":
+            split = "validation"
         elif part.replace("_", "").isalnum():
             config = part
         else:
-            raise ValueError(f"eval/geoscenes.py: argument {part!r}: expected a builder config name or 'quick'")
-    return config, quick
+            raise ValueError(f"eval/geoscenes.py: argument {part!r}: expected a builder config name, 'validation' "
+                             "or 'quick'")
+    return config, quick, split
 
 
 def get_config(arg=None):
-    """The suite over ``geoscenes/<config>`` (default small); ``quick`` caps every task at 16 queries."""
-    builder_config, quick = _options(arg)
+    """The suite over ``geoscenes/<config>`` (default small), its test split or ``validation``; ``quick`` caps
+    every task at 16 queries."""
+    builder_config, quick, split = _options(arg)
     config = ml_collections.ConfigDict()
     config.name = "geoscenes"
     config.templates_version = "v1"
@@ -120,6 +125,7 @@ def get_config(arg=None):
     tasks = _tasks()
     for task in tasks.values():
         task["dataset"] = f"geoscenes/{builder_config}"
+        task["split"] = split
         if quick:
             task["num_queries"] = QUICK_QUERIES
     config.tasks = ml_collections.ConfigDict(tasks)

@@ -38,8 +38,11 @@ def test_geoscenes_suite_has_rsmebs_tasks_groups_and_kinds():
 def test_geoscenes_suite_arguments():
     quick = load_suite(f"{REPO / 'eval' / 'geoscenes.py'}:tiny,quick")
     assert {t.dataset for t in quick.tasks} == {"geoscenes/tiny"} and {t.num_queries for t in quick.tasks} == {16}
-    with pytest.raises(ValueError, match=r"^eval/geoscenes.py: argument 'a-b': expected a builder config name "
-                                         r"or 'quick'$"):
+    assert {t.split for t in quick.tasks} == {"test"}
+    validation = load_suite(f"{REPO / 'eval' / 'geoscenes.py'}:demo,validation")
+    assert {t.split for t in validation.tasks} == {"validation"} and {t.num_queries for t in validation.tasks} == {200}
+    with pytest.raises(ValueError, match=r"^eval/geoscenes.py: argument 'a-b': expected a builder config name, "
+                                         r"'validation' or 'quick'$"):
         load_suite(f"{REPO / 'eval' / 'geoscenes.py'}:tiny,a-b")
 
 
@@ -122,7 +125,7 @@ def tiny_run(tmp_path_factory):
     config.num_steps, config.batch_size, config.log_every = 2, 8, 1
     config.data.pipeline.sub_batch_size = 8
     config.optimizer.warmup_steps = 1
-    world = dict(demo.DEMO_WORLD, num_train=8, num_test=10)
+    world = dict(demo.DEMO_WORLD, num_train=8, num_validation=4, num_test=10)
     suite = f"{REPO / 'eval' / 'geoscenes.py'}:demo,quick"
     return demo.run_demo(tmp_path_factory.mktemp("demo"), config=config, suite=suite, world=world,
                          tasks=["region_caption_retrieval"], progress=False)

@@ -1,15 +1,24 @@
-"""Crop baseline: crops are exactly the box's pixels, boxes are dropped, rows keep order and positives."""
+"""Crop baseline: crops are exactly the box's pixels, boxes are dropped, rows keep order, positives and text."""
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from vlm2geovec_jax.geoscenes.vocabulary import SCENES
+from vlm2geovec_jax.geoscenes.world import World
+from vlm2geovec_jax.inputs.adapters import SourceInfo
 from vlm2geovec_jax.inputs.records import Box, EvalRow, Item
+from vlm2geovec_jax.inputs.templates import render_prompt
 from vlm2geovec_jax.rsmeb.crop import box_envelope, crop_item, crop_row, crop_rows, with_crop_baseline
-from vlm2geovec_jax.rsmeb.suite import suite_from_config
+from vlm2geovec_jax.rsmeb.rows import SplitSource, build_rows
+from vlm2geovec_jax.rsmeb.suite import load_suite, suite_from_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _image(w=40, h=30, seed=0):
@@ -81,3 +90,45 @@ def test_with_crop_baseline_adds_region_tasks_only():
     assert crop_task.baseline_of == "ref" and crop_task.paper_p1 is None
     assert [t.name for t in suite2.main_tasks] == ["cls", "ref"] and suite2.groups == suite.groups
     assert rows2["ref_crop"][0].candidates[0].boxes == () and "cls_crop" not in rows2
+
+
+# ------------------------------------------------------------------ fairness: the same words on both sides
+_IMAGE_BLOCK = re.compile(r"<\|vision_start\|><\|image_pad\|><\|vision_end\|>\n?")
+_BOX = re.compile(r"<\|box_start\|>.*?<\|box_end\|>")
+_REF = re.compile(r"<\|object_ref_start\|>(.*?)<\|object_ref_end\|>")
+
+
+def _words_without_box_tokens(prompt: str) -> str:
+    """The prompt's words once the image block, coordinates and box markers are removed (regex reference)."""
+    text = _BOX.sub(" ", _REF.sub(r" \1 ", _IMAGE_BLOCK.sub("", prompt)))
+    return " ".join(text.split())
+
+
+def test_crop_rows_and_box_rows_carry_the_same_text():
+    """GeoScenes region rows built as the suite builds them: every word of a box row is in its crop row."""
+    suite = load_suite(REPO / "eval" / "geoscenes.py")
+    suite = suite.subset(["region_caption_retrieval", "referring_expression_retrieval"])
+    world = World(0, 112)
+    examples = [world.example("test", i) for i in range(12)]
+    info = SourceInfo(suite.tasks[0].dataset, "test", tuple(SCENES))
+    rows = build_rows(suite, loader=lambda dataset, split: SplitSource(examples, info))
+    suite2, rows2 = with_crop_baseline(suite, rows)
+    labelled = 0
+    for task in ("region_caption_retrieval", "referring_expression_retrieval"):
+        assert rows[task] and len(rows2[task + "_crop"]) == len(rows[task])
+        for box_row, crop_row_ in zip(rows[task], rows2[task + "_crop"]):
+            for box_item, crop in zip((box_row.query, *box_row.candidates), (crop_row_.query, *crop_row_.candidates)):
+                assert not crop.boxes
+                assert (crop.image is None) == (box_item.image is None)
+                box_prompt, crop_prompt = render_prompt(box_item), render_prompt(crop)
+                assert _words_without_box_tokens(box_prompt) == _words_without_box_tokens(crop_prompt)
+                labelled += "<|object_ref_start|>" in box_prompt
+    assert labelled > 0  # referring candidates carry the class label: the case the rule is about
+
+
+def test_a_labelled_box_puts_its_label_after_the_text():
+    _, data = _image()
+    item = Item(text="near the coast", image=data, image_size=(40, 30),
+                boxes=(Box((1, 1, 9, 9), label="ship"), Box((20, 5, 30, 15))), instruction="Represent:")
+    assert crop_item(item).text == "near the coast ship"
+    assert crop_item(Item(image=data, image_size=(40, 30), boxes=(Box((1, 1, 9, 9)),))).text is None

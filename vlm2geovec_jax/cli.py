@@ -219,6 +219,13 @@ def _scale(args: argparse.Namespace) -> None:
         fit_command(args.workdir)
 
 
+@command("ablate", "train the interleaved single encoder and the dual-encoder baseline at matched FLOPs, compare")
+@_args(workdir=dict(default="vlm2geovec_ablation", help="where the data, both models, evaluations and ablation.* go"),
+       steps=dict(type=int, help="single-encoder training steps (default: configs/demo.py's)"))
+def _ablate(args: argparse.Namespace) -> None:
+    from vlm2geovec_jax.ablation import run_ablation
+    run_ablation(args.workdir, steps=args.steps)
+
 
 # ---- entry point -------------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ DEMO_CONFIG = REPO / "configs" / "demo.py"
 DEMO_SUITE = REPO / "eval" / "geoscenes.py"
 GEOSCENES_BUILDER = REPO / "data" / "geoscenes"
 # The world the demo builds: its name is the builder config that configs/demo.py and the suite read.
-DEMO_WORLD = dict(name="demo", seed=0, tile_size=112, num_train=2000, num_validation=0, num_test=400)
+# Validation tiles (regions of the planet apart from both train and test) are where choices are made.
+DEMO_WORLD = dict(name="demo", seed=0, tile_size=112, num_train=2000, num_validation=200, num_test=400)
 SHEET_TASKS = ("text_to_image", "image_to_text", "composed_attribute_edits", "referring_expression_retrieval",
                "region_caption_retrieval", "geo_image_retrieval")
 CELL = 128
@@ -64,6 +65,54 @@ def build_geoscenes(data_dir: str | Path, world: Mapping[str, Any] = DEMO_WORLD)
     config = type(cls.BUILDER_CONFIGS[0])(description="vlm2geovec demo world", **dict(world))
     cls(data_dir=str(data_dir), config=config).download_and_prepare()
     return f"geoscenes/{config.name}"
+
+
+def evaluate(model_dir: Path, suite_path: str, data_dir: Path, out: Path, *, tasks: Sequence[str] | None = None,
+             transform: Callable | None = None, progress: bool = True) -> tuple[dict, dict, Any]:
+    """``vlm2geovec eval`` through the model's Embedder, keeping the rows and the cache: (report, rows by task,
+    embedding cache). ``transform(suite, rows) -> (suite, rows)`` changes the rows before they are embedded
+    (the dual model's image-only / text-only rows, rsmeb/dual.py)."""
+    from vlm2geovec_jax.embedder import load  # noqa: PLC0415
+    from vlm2geovec_jax.rsmeb import runner  # noqa: PLC0415
+
+    suite, rows = runner.prepare_suite(suite_path, data_dir, tasks)
+    if transform is not None:
+        suite, rows = transform(suite, rows)
+    report, cache = runner.evaluate(load(model_dir), suite, rows, out, progress=progress)
+    return report, rows, cache
+
+
+def build_inputs(workdir: Path, world: Mapping[str, Any]) -> tuple[str, Path]:
+    """GeoScenes and the demo tokenizer in ``workdir`` (reused when already built): (dataset name, tokenizer)."""
+    from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer  # noqa: PLC0415
+
+    return build_geoscenes(workdir / "data", world), build_demo_tokenizer(workdir / "tokenizer")
+
+
+def configure(config, data_dir: Path, tokenizer: Path, dataset: str):
+    """``config`` (default configs/demo.py) reading the built world and tokenizer, validated."""
+    from vlm2geovec_jax.train.config import load_config, validate  # noqa: PLC0415
+
+    config = config if config is not None else load_config(_require(DEMO_CONFIG))
+    config.data.pipeline.data_dir = str(data_dir)
+    config.data.pipeline.tokenizer = str(tokenizer)
+    validate(config)
+    _check_datasets(config, dataset)
+    return config
+
+
+def train_model(config, train_dir: Path, *, progress: bool = True):
+    """Trains (or resumes) ``config`` into ``train_dir``: (state, the run's self-contained model directory)."""
+    from vlm2geovec_jax.train.trainer import train  # noqa: PLC0415
+
+    state = train(config, train_dir, progress=progress)
+    return state, train_dir / "model"
+
+
+def default_suite(dataset: str, *, split: str = "test") -> str:
+    """eval/geoscenes.py over the built world's ``split`` (test, or validation for any choice to be made)."""
+    options = dataset.split("/", 1)[1] + ("" if split == "test" else f",{split}")
+    return f"{_require(DEMO_SUITE)}:{options}"
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -244,6 +293,11 @@ def _stage(timings: dict, name: str, number: int, start: float) -> float:
     return now
 
 
+def quiet_pipeline() -> None:
+    """Tiles without objects give no region pair: the pipeline skips them (counted); a warning each is noise."""
+    logging.getLogger("vlm2geovec_jax.inputs.pipeline").setLevel(logging.ERROR)
+
+
 def _check_datasets(config, dataset: str) -> None:
     """The config must train on the world just built (a mismatch would surface as a TFDS lookup error)."""
     for i, task in enumerate(config.data.pipeline.tasks):
@@ -258,39 +312,27 @@ def run_demo(workdir: str | Path, *, config=None, suite: str | None = None, task
     it) / ``world`` replace the demo's own (tests pass smaller ones through the same code path)."""
     import jax  # noqa: PLC0415
 
-    from vlm2geovec_jax.embedder import load  # noqa: PLC0415
-    from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer  # noqa: PLC0415
-    from vlm2geovec_jax.rsmeb.runner import evaluate, prepare_suite  # noqa: PLC0415
-    from vlm2geovec_jax.train.config import load_config, validate  # noqa: PLC0415
     from vlm2geovec_jax.train.metrics_log import read_metrics  # noqa: PLC0415
-    from vlm2geovec_jax.train.trainer import train  # noqa: PLC0415
 
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    # Tiles without objects give no region pair: the pipeline skips them (counted), one warning each is noise.
-    logging.getLogger("vlm2geovec_jax.inputs.pipeline").setLevel(logging.ERROR)
+    quiet_pipeline()
     timings: dict[str, float] = {}
     begin = t = time.perf_counter()
-    print(f"[1/5] building GeoScenes ({world['num_train']} train / {world['num_test']} test tiles) and the demo "
-          f"tokenizer in {workdir}", flush=True)
-    dataset = build_geoscenes(workdir / "data", world)
-    tokenizer = build_demo_tokenizer(workdir / "tokenizer")
+    print(f"[1/5] building GeoScenes ({world['num_train']} train / {world.get('num_validation', 0)} validation / "
+          f"{world['num_test']} test tiles) and the demo tokenizer in {workdir}", flush=True)
+    dataset, tokenizer = build_inputs(workdir, world)
     t = _stage(timings, "build data and tokenizer", 1, t)
 
-    config = config if config is not None else load_config(_require(DEMO_CONFIG))
-    config.data.pipeline.data_dir = str(workdir / "data")
-    config.data.pipeline.tokenizer = str(tokenizer)
-    validate(config)
-    _check_datasets(config, dataset)
+    config = configure(config, workdir / "data", tokenizer, dataset)
     print(f"[2/5] training {config.num_steps} steps from scratch (batch {config.batch_size})", flush=True)
-    state = train(config, workdir / "train", progress=progress)
+    state, model = train_model(config, workdir / "train", progress=progress)
     t = _stage(timings, "train", 2, t)
 
-    model = workdir / "train" / "model"
-    suite = suite or f"{_require(DEMO_SUITE)}:{dataset.split('/', 1)[1]}"
+    suite = suite or default_suite(dataset)
     print(f"[3/5] evaluating {suite}", flush=True)
-    suite_def, rows = prepare_suite(suite, workdir / "data", tasks)
-    report, cache = evaluate(load(model), suite_def, rows, workdir / "eval", progress=progress)
+    report, rows, cache = evaluate(model, suite, workdir / "data", workdir / "eval", tasks=tasks,
+                                   progress=progress)
     t = _stage(timings, "evaluate", 3, t)
 
     print("[4/5] writing the report", flush=True)

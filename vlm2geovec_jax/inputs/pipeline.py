@@ -56,6 +56,7 @@ import numpy as np
 
 from vlm2geovec_jax.inputs.adapters import Adapter, SourceInfo
 from vlm2geovec_jax.inputs.collate import EncodedItem, check_compatible, collate_encoded, encode_item, filler_item
+from vlm2geovec_jax.inputs.dual import dual_pair
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.image import ImageConfig
 from vlm2geovec_jax.inputs.jsonl import BadRecordLog
@@ -97,6 +98,7 @@ class PipelineConfig:
     prefetch_steps: int = 2                   # steps built ahead per process; each holds its pixel arrays
     box_format: str = "qwen"
     side: str = "right"
+    interleave: bool = True                   # False: the dual-encoder mode (inputs/dual.py) on every pair
 
     def __post_init__(self) -> None:
         if self.sub_batch_size < 1 or self.sub_batches < 1 or self.num_negatives < 0:
@@ -230,6 +232,7 @@ class _BuildStep(grain.transforms.Map):
                 if not pairs:
                     raise RecordError(f"the example gives no pair for task {task.name!r}")
                 pair = pairs[_draw(self.config.seed, k, position, len(pairs))]
+                pair = pair if self.config.interleave else dual_pair(pair)
                 return (*self._encode(pair, position, k), f"{pair.source.dataset}/{pair.source.split}/"
                         f"{pair.source.id}", None)
             except RecordError as err:

@@ -2,80 +2,61 @@
 
 VLM2Vec encodes a region by cropping it; VLM2GeoVec feeds the whole image with the box as tokens. Running
 the same rows both ways, in the same harness and with the same encoder, measures what the interleaved box
-tokens add. A crop is the box's pixels in the ORIGINAL image (a rotated box: the axis-aligned envelope of
-its corners; several boxes: the envelope of all), rounded outward to whole pixels and clipped to the image,
-stored as PNG; text, instruction and location are kept, so the box tokens are the only difference.
+tokens add. The crop is inputs/regions.py's (the box's pixels in the original image, rounded outward).
+
+Fairness: a crop row differs from its box row ONLY in how the region is given. Text, instruction and
+location are kept, and a box's label (the ``<|object_ref_start|>ship<|object_ref_end|>`` part of the box
+tokens, which referring-expression candidates carry) becomes plain text after the item's own text, so every
+word of the box row is in the crop row; only the coordinates and the special tokens are gone. (Before this
+rule the crop rows dropped the label, which made box tokens look far better than they are.)
 """
 from __future__ import annotations
 
 import dataclasses
-import io
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
-
-from vlm2geovec_jax.inputs.image import load_image
-from vlm2geovec_jax.inputs.records import Box, EvalRow, Item
+from vlm2geovec_jax.inputs.records import EvalRow, Item
+from vlm2geovec_jax.inputs.regions import box_envelope, cut_out  # noqa: F401 (box_envelope: re-exported)
 from vlm2geovec_jax.rsmeb.suite import Suite
 
 REGION_KINDS = ("region_caption", "referring_expression")
 SUFFIX = "_crop"
 
 
-def box_envelope(boxes: Sequence[Box], image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Whole-pixel (left, top, right, bottom) covering every box (rotated ones by their corners), clipped."""
-    xs, ys = [], []
-    for box in boxes:
-        x1, y1, x2, y2 = box.xyxy
-        corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
-        if box.angle:
-            c = corners.mean(axis=0)
-            t = math.radians(box.angle)
-            rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-            corners = (corners - c) @ rot.T + c
-        xs += corners[:, 0].tolist()
-        ys += corners[:, 1].tolist()
-    w, h = image_size
-    left, top = max(0, math.floor(min(xs))), max(0, math.floor(min(ys)))
-    right, bottom = min(w, math.ceil(max(xs))), min(h, math.ceil(max(ys)))
-    return left, top, max(right, left + 1), max(bottom, top + 1)
-
-
 def crop_item(item: Item) -> Item:
-    """The item with its boxes' region as the image (PNG bytes) and no boxes; items without boxes unchanged."""
+    """The item with its boxes' region as the image and no boxes; the box labels move into the text (after
+    the item's own text, in box order, as the box tokens put them after it), so the crop row carries every
+    word its box row carries. Items without boxes are unchanged."""
     if not item.boxes:
         return item
-    image = load_image(item.image, where="crop baseline")
-    size = item.image_size
-    if image.size != size:  # boxes are in the original image; a resized file would put the crop elsewhere
-        raise ValueError(f"image is {image.size[0]}x{image.size[1]} but the item says image_size {size}; "
-                         "expected the original image the boxes refer to")
-    region = image.crop(box_envelope(item.boxes, size))
-    buf = io.BytesIO()
-    region.save(buf, format="PNG", compress_level=1)
-    return dataclasses.replace(item, image=buf.getvalue(), image_size=region.size, boxes=())
+    labels = [b.label for b in item.boxes if b.label]
+    text = " ".join(t.strip() for t in (item.text, *labels) if t and t.strip()) or None
+    return dataclasses.replace(cut_out(item), text=text)
 
 
-def crop_rows(rows: Sequence[EvalRow], *, task: str | None = None) -> list[EvalRow]:
-    """The rows with query and candidates cropped (same order, same positives), renamed to ``task`` if given.
-
-    Items and candidate tuples shared between rows (a gallery, a class list) are cropped once and stay shared.
-    """
+def map_rows(rows: Sequence[EvalRow], fn: Callable[[Item], Item], *, task: str | None = None) -> list[EvalRow]:
+    """The rows with ``fn`` applied to query and candidates (same order, same positives), renamed to ``task``
+    if given. Items and candidate tuples shared between rows (a gallery, a class list) are mapped once and
+    stay shared."""
     items: dict[int, Item] = {}
     tuples: dict[int, tuple[Item, ...]] = {}
 
-    def crop(item: Item) -> Item:
+    def one(item: Item) -> Item:
         if id(item) not in items:
-            items[id(item)] = crop_item(item)
+            items[id(item)] = fn(item)
         return items[id(item)]
 
     out = []
     for row in rows:
         if id(row.candidates) not in tuples:
-            tuples[id(row.candidates)] = tuple(crop(c) for c in row.candidates)
-        out.append(EvalRow(row.qid, task or row.task, crop(row.query), tuples[id(row.candidates)], row.positives))
+            tuples[id(row.candidates)] = tuple(one(c) for c in row.candidates)
+        out.append(EvalRow(row.qid, task or row.task, one(row.query), tuples[id(row.candidates)], row.positives))
     return out
+
+
+def crop_rows(rows: Sequence[EvalRow], *, task: str | None = None) -> list[EvalRow]:
+    """The rows with query and candidates cropped (crop_item), shared items cropped once (map_rows)."""
+    return map_rows(rows, crop_item, task=task)
 
 
 def crop_row(row: EvalRow, *, task: str | None = None) -> EvalRow:

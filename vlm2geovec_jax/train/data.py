@@ -100,7 +100,8 @@ def pipeline_source(cfg: ModelConfig, config: ml_collections.ConfigDict, *, proc
 
     ``data.pipeline`` holds: data_dir, tokenizer (a directory with tokenizer.json; default: the assets of
     init.checkpoint), tasks (a list of {dataset, task, split, weight}), sub_batch_size, num_negatives,
-    length_buckets, fixed_size ([H, W] or None), min_pixels, max_pixels, worker_count, on_bad_record.
+    length_buckets, fixed_size ([H, W] or None), min_pixels, max_pixels, worker_count, on_bad_record, and
+    interleave (default True; False trains the dual-encoder baseline, inputs/dual.py).
     """
     from vlm2geovec_jax.inputs import pipeline as pipe
     from vlm2geovec_jax.inputs.tokenizer import Tokenizer
@@ -121,7 +122,7 @@ def pipeline_source(cfg: ModelConfig, config: ml_collections.ConfigDict, *, proc
         num_negatives=p.get("num_negatives", 0), length_buckets=processing.length_buckets,
         box_format=processing.box_format,
         seed=config.init.seed, on_bad_record=p.get("on_bad_record", "skip"), process_index=process_index,
-        process_count=process_count, worker_count=p.get("worker_count", 0))
+        process_count=process_count, worker_count=p.get("worker_count", 0), interleave=p.get("interleave", True))
     pipeline = pipe.Pipeline(tasks, tokenizer=Tokenizer.from_dir(tokenizer_dir), image_config=processing.image,
                              model_cfg=cfg, config=settings)
     return PipelineSource(pipeline)
