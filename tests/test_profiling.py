@@ -72,7 +72,7 @@ def test_windows_split_into_data_wait_and_step_time_adding_up_to_the_wall_time(t
     for m in log:
         assert m["data_wait_s"] >= 2 * DELAY and m["step_s"] >= 0, m
     assert all(m["data_wait_s"] > m["step_s"] for m in log[1:]), log  # input-bound, and the split shows it
-    for m in log[1:-1]:  # windows between two hooks (the first holds compilation, the last a checkpoint)
-        wall = ends[m["step"]] - ends[m["step"] - 2]  # the window's wall time on the test's own clock
-        assert m["data_wait_s"] + m["step_s"] == pytest.approx(wall, rel=0.1, abs=0.02), (m, wall)
+    for m in log[1:-1]:  # whole windows between two hooks (the first holds compilation, the last a checkpoint)
+        wall = ends[m["step"]] - ends[m["step"] - 2]
+        assert m["data_wait_s"] + m["step_s"] == pytest.approx(wall, rel=0.1, abs=0.1), (m, wall)  # a shared CPU adds jitter
     assert not (tmp_path / "tensorboard" / "plugins").exists()  # no trace unless asked for
