@@ -15,7 +15,7 @@ from vlm2geovec_jax.train.metrics_log import read_metrics
 
 TINY = "configs/tiny.py"
 SMALL = ["model.text.num_layers=1", "model.vision.depth=1", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
-DELAY = 0.15  # seconds the slow source sleeps per batch
+DELAY = 0.3  # seconds the slow source sleeps per batch
 
 
 def trace_steps(path) -> list[int]:
@@ -71,6 +71,7 @@ def test_windows_split_into_data_wait_and_step_time_adding_up_to_the_wall_time(t
     assert [m["step"] for m in log] == [2, 4, 6, 8]
     for m in log:
         assert m["data_wait_s"] >= 2 * DELAY and m["step_s"] >= 0, m
+    assert all(m["data_wait_s"] > m["step_s"] for m in log[1:]), log  # input-bound, and the split shows it
     for m in log[1:-1]:  # whole windows between two hooks (the first holds compilation, the last a checkpoint)
         wall = ends[m["step"]] - ends[m["step"] - 2]
         assert m["data_wait_s"] + m["step_s"] == pytest.approx(wall, rel=0.1, abs=0.1), (m, wall)  # a shared CPU adds jitter

@@ -40,11 +40,10 @@ class MetricsLog:
 class Window:
     """One logged window: its wall time split into waiting for data and the step, and the work done in it.
 
-    ``data_wait_s`` is the time spent waiting for the next batch; ``step_s`` the rest of each step on the host
-    (global arrays, dispatch, and the wait for the device: dispatch is asynchronous, so device time shows up as
-    the wait for the previous step's results). Both are measured, not derived, and together make up the
-    window's wall time less logging; checkpoint saves are excluded. data_wait_s well above zero: the run is
-    input-bound (more ``data.pipeline.worker_count``).
+    ``data_wait_s`` is the time spent waiting for the next batch; ``step_s`` the rest of the wall time: global
+    arrays, dispatch, the device (dispatch is asynchronous, so device time shows up as the wait for a step's
+    results) and logging. Checkpoint saves are left out. data_wait_s above step_s: the run is input-bound
+    (more ``data.pipeline.worker_count``).
     """
 
     def __init__(self) -> None:
@@ -52,11 +51,11 @@ class Window:
 
     def reset(self) -> None:
         self.start = time.perf_counter()
-        self.data_wait = self.step = self.flops = 0.0
+        self.data_wait = self.flops = 0.0
         self.examples = self.tokens = 0
 
-    def add(self, data_wait: float, step: float, examples: int, tokens: int, flops: float) -> None:
-        self.data_wait, self.step = self.data_wait + data_wait, self.step + step
+    def add(self, data_wait: float, examples: int, tokens: int, flops: float) -> None:
+        self.data_wait += data_wait
         self.examples, self.tokens, self.flops = self.examples + examples, self.tokens + tokens, self.flops + flops
 
     def exclude(self, seconds: float) -> None:
@@ -67,7 +66,7 @@ class Window:
         """Throughput over the window's wall time, its split, and MFU when the device's peak is known."""
         elapsed = time.perf_counter() - self.start
         out = dict(examples_per_s=self.examples / elapsed, tokens_per_s=self.tokens / elapsed,
-                   data_wait_s=self.data_wait, step_s=self.step)
+                   data_wait_s=self.data_wait, step_s=elapsed - self.data_wait)
         if peak_flops:
             out["mfu"] = self.flops / elapsed / (peak_flops * devices)
         return out

@@ -284,7 +284,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
             state = dataclasses.replace(state, params=params, opt_state=opt_state, step=state.step + 1)
             _check_finite(previous, state.step - 1, config.optimizer.max_nonfinite_steps)
             previous = metrics
-            window.add(begin - fetch, time.perf_counter() - begin, *_work(cfg, host))
+            window.add(begin - fetch, *_work(cfg, host))
             profile.after(state.step, state.params)
             stop = notice.reached(state.step)  # a pre-emption notice: save this step and stop (all processes)
             if state.step % config.log_every == 0 or state.step == config.num_steps or stop:
@@ -303,7 +303,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
                 window.exclude(time.perf_counter() - pause)  # saving is not training throughput
             bar.update(1)
             if stop:
-                break
+                break  # no hooks: an evaluation, say, would delay the exit past the notice's grace period
             for hook in hooks:
                 hook(state.step, state)
         profile.close()
