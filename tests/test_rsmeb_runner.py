@@ -364,6 +364,8 @@ def test_eval_command_end_to_end(tmp_path, monkeypatch, capsys):
     """The CLI entry: suite file by path, rows from built TFDS data, checkpoint identity as the cache key."""
     from pathlib import Path
 
+    from types import SimpleNamespace
+
     from vlm2geovec_jax import embedder as embedder_lib
     from vlm2geovec_jax.inputs import tfds_common
     from vlm2geovec_jax.inputs.processing import Processing
@@ -383,15 +385,9 @@ def test_eval_command_end_to_end(tmp_path, monkeypatch, capsys):
     (ckpt / "model_config.json").write_text("{}")
     counting = Counting()
 
-    class FakeEmbedder:  # what eval_command needs of the Embedder load() returns
-        processing = Processing()
-
-        def __init__(self, path):
-            self.key = checkpoint_key(path)
-
-        def embed(self, items, **kwargs):
-            return counting(list(items))
-    monkeypatch.setattr(embedder_lib, "load", FakeEmbedder)
+    fake = lambda path, **kw: SimpleNamespace(processing=Processing(), key=checkpoint_key(path),  # what eval uses
+                                              embed=lambda items, **kw: counting(list(items)))
+    monkeypatch.setattr(embedder_lib, "load", fake)
     path = runner.eval_command(ckpt, tmp_path / "suite.py", tmp_path / "tfds", tmp_path / "out", progress=False)
     assert path == tmp_path / "out" / "report.md" and "ref_crop" in path.read_text()
     assert f"RSMEB report written to {path}" in capsys.readouterr().out

@@ -2,10 +2,9 @@
 
 Each step holds ``sub_batches`` sub-batches of ``sub_batch_size`` pairs. A sub-batch comes from ONE task, and
 with ``loss.same_task_negatives`` the loss keeps a query's negatives on its own task (a caption is then never a
-negative of a VQA answer; off by default, as in VLM2Vec); the task of each sub-batch is drawn with
-probability proportional to the task weights. A step is a pure function of
-(seed, step index), which is what makes the pipeline deterministic, exactly resumable (the iterator state is
-grain's: how many steps were read) and parallel (grain workers build different steps):
+negative of a VQA answer; off by default, as in VLM2Vec); the task of each sub-batch is drawn with probability
+proportional to the task weights. A step is a pure function of (seed, step index), which makes the pipeline
+deterministic, exactly resumable (the iterator state is grain's: how many steps were read) and parallel:
 
 - the task plan is drawn in blocks of 4096 sub-batch slots from ``numpy.random.default_rng([seed, block])``;
   it is the same on every process, so sub-batch j of a step is one task across the GLOBAL batch;

@@ -43,6 +43,11 @@ def loss_vs_compute(fit: dict, path: Path) -> Path:
     ax.plot(opt["compute"], opt["loss"], "k--", lw=1, label="law at N*(C)")
     ax.set(xscale="log", xlabel="training compute (FLOPs)", ylabel="held-out InfoNCE",
            title="eval loss against compute, per rung")
+    return _save(fig, ax, path)
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """Legend, layout, PNG at 120 dpi, figure closed (pyplot keeps every open figure alive)."""
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -66,11 +71,7 @@ def isoflop(fit: dict, path: Path) -> Path:
     ax.set_ylim(min(observed + opt["loss"]) * 0.97, max(observed) * 1.15)
     ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="held-out InfoNCE",
            title="isoFLOP curves of the fitted law (star: N*(C))")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def predicted_vs_observed(fit: dict, path: Path) -> Path:
@@ -84,11 +85,7 @@ def predicted_vs_observed(fit: dict, path: Path) -> Path:
     ax.plot([lo, hi], [lo, hi], "k:", lw=1)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="observed eval loss", ylabel="predicted eval loss",
            title="L(N, D) against the runs")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def markdown(fit: dict) -> str:
