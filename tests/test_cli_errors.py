@@ -78,3 +78,8 @@ def test_train_unknown_config_key_and_a_mesh_that_does_not_fit(tmp_path, capsys)
 
 def test_build_tokenizer_too_small_a_vocabulary(tmp_path, capsys):
     one_line_error(capsys, ["build-tokenizer", "--out", str(tmp_path / "tok"), "--vocab-size", "3"], "vocab")
+
+
+def test_demo_work_directory_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "taken").write_text("not a directory")
+    one_line_error(capsys, ["demo", "--workdir", str(tmp_path / "taken")], "--workdir", "not a directory")

@@ -35,7 +35,7 @@ from vlm2geovec_jax import cli
 from vlm2geovec_jax.inputs import tfds_common
 from vlm2geovec_jax.inputs.tokenizer import build_demo_tokenizer
 from vlm2geovec_jax.models.presets import model_config
-from vlm2geovec_jax.rsmeb import crop, runner
+from vlm2geovec_jax.rsmeb import crop
 from vlm2geovec_jax.rsmeb import rows as rows_lib
 from vlm2geovec_jax.embedder import Embedder
 from vlm2geovec_jax.inputs.identity import item_key

@@ -14,7 +14,8 @@ from vlm2geovec_jax.geoscenes.world import World
 from vlm2geovec_jax.inputs.adapters import SourceInfo
 from vlm2geovec_jax.inputs.records import Box, EvalRow, Item
 from vlm2geovec_jax.inputs.templates import render_prompt
-from vlm2geovec_jax.rsmeb.crop import box_envelope, crop_item, crop_row, crop_rows, with_crop_baseline
+from vlm2geovec_jax.inputs.regions import box_envelope
+from vlm2geovec_jax.rsmeb.crop import crop_item, crop_row, crop_rows, with_crop_baseline
 from vlm2geovec_jax.rsmeb.rows import SplitSource, build_rows
 from vlm2geovec_jax.rsmeb.suite import load_suite, suite_from_config
 

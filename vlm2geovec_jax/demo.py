@@ -315,6 +315,8 @@ def run_demo(workdir: str | Path, *, config=None, suite: str | None = None, task
     from vlm2geovec_jax.train.metrics_log import read_metrics  # noqa: PLC0415
 
     workdir = Path(workdir).absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise FileExistsError(f"--workdir {workdir}: a file, not a directory; expected a work directory")
     workdir.mkdir(parents=True, exist_ok=True)
     quiet_pipeline()
     timings: dict[str, float] = {}

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 from vlm2geovec_jax.inputs.records import EvalRow, Item
-from vlm2geovec_jax.inputs.regions import box_envelope, cut_out  # noqa: F401 (box_envelope: re-exported)
+from vlm2geovec_jax.inputs.regions import cut_out
 from vlm2geovec_jax.rsmeb.suite import Suite
 
 REGION_KINDS = ("region_caption", "referring_expression")

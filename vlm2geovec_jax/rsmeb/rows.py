@@ -33,7 +33,7 @@ from vlm2geovec_jax.inputs.adapters import SourceInfo, class_text
 from vlm2geovec_jax.inputs.errors import RecordError
 from vlm2geovec_jax.inputs.identity import ImageDigests, item_key
 from vlm2geovec_jax.inputs.mmeb import read_mmeb_jsonl, read_mmeb_parquet
-from vlm2geovec_jax.inputs.records import EvalRow, Item, Pair, Source
+from vlm2geovec_jax.inputs.records import EvalRow, Item, Pair
 from vlm2geovec_jax.rsmeb.suite import TRAIN_SPLITS, Suite, Task
 
 CATALOG_ONE_SPLIT = ("resisc45", "eurosat", "uc_merced")  # TFDS catalog sets with only a "train" split
@@ -117,32 +117,12 @@ def load_source(dataset: str, split: str, data_dir: str | os.PathLike | None) ->
 
 
 # ----------------------------------------------------------------------------------- (query, gold) pairs
-def _encoded(value: Any) -> bytes:
-    if isinstance(value, (bytes, np.bytes_)):
-        return bytes(value)
-    buf = io.BytesIO()
-    PILImage.fromarray(np.asarray(value, np.uint8)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def geoscenes_composed(ex: Mapping[str, Any], info: SourceInfo) -> list[Pair]:
-    """GeoScenes tile + its change text -> the edited tile (rendered over the same ground)."""
-    composed = ex["composed"]
-    size = tuple(int(v) for v in np.asarray(ex["image_size"]).reshape(-1)[:2])
-    change = _text(composed["change"])
-    image_id = _text(ex["image_id"])
-    query = Item(text=change, image=_encoded(ex["image"]), image_size=size)
-    target = Item(image=_encoded(composed["target_image"]), image_size=size)
-    return [Pair(query, target, task="composed_retrieval", source=Source(info.dataset, info.split, image_id))]
-
-
 def _text(value: Any) -> str:
     return bytes(value).decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
 # Sources the adapters module does not cover; adapters.ADAPTERS is consulted first.
 EXTRACTORS: dict[tuple[str, str], Callable[[Mapping[str, Any], SourceInfo], list[Pair]]] = {
-    ("geoscenes", "composed_retrieval"): geoscenes_composed,
     # catalog sets read through _CatalogView carry the shared image/image_id/image_size/label features
     **{(name, "scene_classification"): adapters.scene_classification for name in CATALOG_ONE_SPLIT},
 }
