@@ -214,7 +214,7 @@ def export_model(state: TrainState, workdir: Path, config: ml_collections.Config
     model = nnx.merge(state.graphdef, jax.tree.map(lambda x: x, state.params["model"]),
                       jax.tree.map(lambda x: x, state.frozen))
     if config.trainable == "lora":
-        export_lora(model, workdir, config)
+        export_lora(model, workdir, config, tokenizer_dir)
     merge_lora(model)
     dtype = jnp.dtype(model.cfg.param_dtype)  # float32 master weights back to the model's storage dtype
     nnx.update(model, jax.tree.map(lambda x: x.astype(dtype), nnx.state(model, nnx.Param)))
@@ -222,7 +222,8 @@ def export_model(state: TrainState, workdir: Path, config: ml_collections.Config
                                  overwrite=True)
 
 
-def export_lora(model: Encoder, workdir: Path, config: ml_collections.ConfigDict) -> Path:
+def export_lora(model: Encoder, workdir: Path, config: ml_collections.ConfigDict, tokenizer_dir: Path | None
+                ) -> Path:
     """``workdir/adapter`` for PEFT; its base is the transformers directory init.checkpoint was imported from,
     else ``workdir/base`` (the frozen base weights, exported here)."""
     from vlm2geovec_jax.weights.convert import export_hf  # noqa: PLC0415
@@ -233,8 +234,7 @@ def export_lora(model: Encoder, workdir: Path, config: ml_collections.ConfigDict
     if base is None and jax.process_count() > 1:
         base = "(base not exported: a multi-process run from random weights; export it with export-hf)"
     elif base is None:
-        base = str(export_hf(model, workdir / "base", assets_from=data_lib.artifact_parts(config)[0],
-                             overwrite=True, progress=False))
+        base = str(export_hf(model, workdir / "base", assets_from=tokenizer_dir, overwrite=True, progress=False))
     return export_adapter(model, LoraConfig(**config.lora.to_dict()), workdir / "adapter", base=base)
 
 
