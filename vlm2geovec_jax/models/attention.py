@@ -6,8 +6,10 @@ token, 0 = padding, on either side), the vision tower its frame ids (one segment
 0 = padded patch). Padding positions attend each other, so no row is empty and nothing becomes NaN; their
 outputs are never read by real positions.
 
-- ``xla``: ``jax.nn.dot_product_attention`` (float32 logits, as transformers); builds the [B, 1, L, L] mask
-  from the segment ids. Grouped kv heads are not repeated.
+- ``xla``: plain XLA ops, float32 logits as transformers, the [B, L, L] mask built from the segment ids, grouped
+  kv heads not repeated. The query heads of one kv head form one axis, so both products are batched matmuls;
+  on this project's CPUs its forward runs 1.2-1.8x faster than ``jax.nn.dot_product_attention(implementation=
+  "xla")`` on the tiny and small_100m shapes (``python -m vlm2geovec_jax.bench.attention``).
 - ``cudnn``: cuDNN flash attention through the same function (bf16 only, GPU only). cuDNN masks by sequence
   lengths, so rows are rotated left by their leading padding (causal, left padding) and back afterwards;
   each row must hold one run of real tokens (true of our text rows and single-frame image slots).
@@ -102,7 +104,26 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, 
     mask = segment_ids[:, :, None] == segment_ids[:, None, :]
     if causal:
         mask &= jnp.tril(jnp.ones(mask.shape[1:], bool))
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
+    return grouped_softmax_attention(q, k, v, mask)
+
+
+def grouped_softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """The ``xla`` kernel: q [B, T, N, H], k/v [B, S, K, H], mask [B, T, S] bool; logits and softmax in float32.
+
+    The query heads of one kv head are laid out as one [group * T] axis, so both products are plain batched
+    matmuls over (batch, kv head), which XLA's CPU backend runs faster than the 5-D contraction. A row with no
+    key left (never produced by ``attention``) would get a uniform distribution, not NaN.
+    """
+    b, t, n, h = q.shape
+    kv_heads = k.shape[2]
+    group = n // kv_heads
+    q = q.reshape(b, t, kv_heads, group, h).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, group * t, h)
+    logits = jnp.einsum("bkqh,bskh->bkqs", q, k, preferred_element_type=jnp.float32) * (h ** -0.5)
+    logits = logits.reshape(b, kv_heads, group, t, -1)
+    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, kv_heads, group * t, -1)
+    out = jnp.einsum("bkqs,bskh->bkqh", probs, v).reshape(b, kv_heads, group, t, h)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 # ---- cuDNN -------------------------------------------------------------------------------------------------
