@@ -88,6 +88,14 @@ def test_scale_fit_writes_fit_json_report_and_figures(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     assert cli.main(["scale", "fit", "--workdir", str(tmp_path / "nothing")]) == 2
 
+    # fit.json is a function of the results alone (a seeded bootstrap; wall times not read), so a resumed study
+    # whose results equal an uninterrupted one's (test_scaling_run) ends with the same fit.json.
+    first = (tmp_path / "fit.json").read_bytes()
+    for path in (tmp_path / "runs").glob("*/result.json"):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wall_s": 99.0}))
+    assert cli.main(["scale", "fit", "--workdir", str(tmp_path)]) == 0
+    assert (tmp_path / "fit.json").read_bytes() == first
+
 
 def test_isoflop_parabola_finds_the_minimum_of_an_observed_sweep():
     c, k = 1e18, 6.0
