@@ -18,15 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlm2geovec_jax.models.attention import attention
+from vlm2geovec_jax.models.attention import attention, segment_mask
 from vlm2geovec_jax.models.presets import model_config
 
 
 def _library(q, k, v, segment_ids, *, causal):
-    mask = segment_ids[:, :, None] == segment_ids[:, None, :]
-    if causal:
-        mask &= jnp.tril(jnp.ones(mask.shape[1:], bool))
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
+    mask = segment_mask(segment_ids, causal)[:, None]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
 
 def _ours(q, k, v, segment_ids, *, causal):

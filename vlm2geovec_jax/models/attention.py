@@ -101,10 +101,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, 
         return _splash_sharded(q, k, v, segment_ids, causal)
     if impl == "cudnn":
         return lengths_masked(q, k, v, segment_ids, causal)
+    return grouped_softmax_attention(q, k, v, segment_mask(segment_ids, causal))
+
+
+def segment_mask(segment_ids: jax.Array, causal: bool) -> jax.Array:
+    """[B, L, L] bool: query i may attend key j (same segment, and j <= i when causal)."""
     mask = segment_ids[:, :, None] == segment_ids[:, None, :]
     if causal:
         mask &= jnp.tril(jnp.ones(mask.shape[1:], bool))
-    return grouped_softmax_attention(q, k, v, mask)
+    return mask
 
 
 def grouped_softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
