@@ -198,9 +198,9 @@ def test_training_configs_take_the_choice():
 
 def test_attention_bench_compares_the_xla_kernel_with_the_library():
     """bench.attention's two kernels agree (so its speed ratio compares like with like) on both towers' masks."""
-    from vlm2geovec_jax.bench.attention import _cases, bench_case
+    from vlm2geovec_jax.bench.attention import attention_cases, bench_case
 
-    for case in _cases("tiny", batch=2):
+    for case in attention_cases("tiny", batch=2):
         row = bench_case(*case, iters=1, repeats=1)
         assert row["forward"]["max_abs_diff"] < 1e-5 and row["backward"]["max_abs_diff"] < 1e-4
         assert row["forward"]["ours_ms"] > 0 and row["forward"]["library_ms"] > 0

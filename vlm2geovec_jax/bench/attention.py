@@ -31,7 +31,7 @@ def _ours(q, k, v, segment_ids, *, causal):
     return attention(q, k, v, segment_ids, causal=causal, implementation="xla")
 
 
-def _cases(preset: str, batch: int):
+def attention_cases(preset: str, batch: int):
     """(name, q/k/v shapes, segment ids, causal) for each tower's attention in bench.encoder's inputs."""
     cfg = model_config(preset)
     t, v = cfg.text, cfg.vision
@@ -48,7 +48,8 @@ def _timed(fn, args, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def bench_case(name, shape, segment_ids, causal, iters: int, repeats: int = 5) -> dict:
+def bench_case(name: str, shape: tuple[int, ...], segment_ids: np.ndarray, causal: bool, iters: int,
+               repeats: int = 5) -> dict:
     b, length, heads, kv_heads, head_dim = shape
     keys = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(keys[0], (b, length, heads, head_dim), jnp.float32)
@@ -85,7 +86,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; ratio = library time / ours", flush=True)
     for preset in args.presets.split(","):
-        for case in _cases(preset, args.batch):
+        for case in attention_cases(preset, args.batch):
             row = bench_case(*case, iters=args.iters)
             for mode in ("forward", "backward"):
                 m = row[mode]
