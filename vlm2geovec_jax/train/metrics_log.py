@@ -42,15 +42,16 @@ class Window:
 
     ``data_wait_s`` is the time spent waiting for the next batch; ``step_s`` the rest of the wall time: global
     arrays, dispatch, the device (dispatch is asynchronous, so device time shows up as the wait for a step's
-    results) and logging. Checkpoint saves are left out. data_wait_s above step_s: the run is input-bound
-    (more ``data.pipeline.worker_count``).
+    results) and logging. Checkpoint saves and evaluations are left out. Each window starts the instant the
+    last one was measured, so the windows tile the run's wall time (writing one window's log counts in the
+    next). data_wait_s above step_s: the run is input-bound (more ``data.pipeline.worker_count``).
     """
 
     def __init__(self) -> None:
-        self.reset()
+        self._start_at(time.perf_counter())
 
-    def reset(self) -> None:
-        self.start = time.perf_counter()
+    def _start_at(self, start: float) -> None:
+        self.start = start
         self.data_wait = self.flops = 0.0
         self.examples = self.tokens = 0
 
@@ -59,16 +60,19 @@ class Window:
         self.examples, self.tokens, self.flops = self.examples + examples, self.tokens + tokens, self.flops + flops
 
     def exclude(self, seconds: float) -> None:
-        """Leaves ``seconds`` (a checkpoint save) out of the window's wall time."""
+        """Leaves ``seconds`` (a checkpoint save, an evaluation) out of the window's wall time."""
         self.start += seconds
 
-    def scalars(self, peak_flops: float, devices: int) -> dict[str, float]:
-        """Throughput over the window's wall time, its split, and MFU when the device's peak is known."""
-        elapsed = time.perf_counter() - self.start
+    def close(self, peak_flops: float, devices: int) -> dict[str, float]:
+        """Throughput over the window's wall time, its split, and MFU when the device's peak is known; the next
+        window starts now."""
+        now = time.perf_counter()
+        elapsed = now - self.start
         out = dict(examples_per_s=self.examples / elapsed, tokens_per_s=self.tokens / elapsed,
                    data_wait_s=self.data_wait, step_s=elapsed - self.data_wait)
         if peak_flops:
             out["mfu"] = self.flops / elapsed / (peak_flops * devices)
+        self._start_at(now)
         return out
 
 

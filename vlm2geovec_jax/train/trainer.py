@@ -289,10 +289,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, hook
             stop = notice.reached(state.step)  # a pre-emption notice: save this step and stop (all processes)
             if state.step % config.log_every == 0 or state.step == config.num_steps or stop:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                scalars.update(window.scalars(peak, jax.device_count()))
+                scalars.update(window.close(peak, jax.device_count()))
                 log.write(state.step, scalars)
                 bar.set_postfix(loss=f"{scalars['loss']:.4f}", acc=f"{scalars['accuracy']:.3f}")
-                window.reset()
             if evaluator is not None and evaluator.due(state.step):
                 pause = time.perf_counter()
                 log.write(state.step, evaluator(state.params, state.frozen))
