@@ -1,10 +1,21 @@
 """The tiny configs and batches the parity tests share (transformers parity, splash against XLA)."""
 from __future__ import annotations
 
+import jax
 import numpy as np
+import pytest
 
 from vlm2geovec_jax.models.config import ModelConfig, TextConfig, VisionConfig
 from vlm2geovec_jax.models.presets import model_config
+
+# cuDNN runs on a GPU only: `JAX_PLATFORMS=cuda python -m pytest -n 0 -m gpu` (tests/conftest.py defaults to CPU)
+GPU_MARKS = (pytest.mark.gpu, pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU"))
+
+
+def requires_gpu(test):
+    for mark in GPU_MARKS:
+        test = mark(test)
+    return test
 
 CONFIGS = {
     # grouped-query attention (4 heads, 2 kv heads), as Qwen2-VL-2B

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hf_utils import hf_embed, hf_model, torch
-from parity_cases import CASES, CONFIGS, batch as _batch
+from parity_cases import CASES, CONFIGS, GPU_MARKS, batch as _batch
 from vlm2geovec_jax import load
 
 
@@ -57,20 +57,23 @@ BF16_MAX_ABS = 0.05
 BF16_MIN_COS = 0.995
 
 
-def test_bfloat16_within_stated_tolerance(tmp_path):
-    """bf16 weights and compute on both sides; rounding differs (fused vs unfused ops), so a stated bound."""
+@pytest.mark.parametrize("attention", ["xla", pytest.param("cudnn", marks=GPU_MARKS)])
+def test_bfloat16_within_stated_tolerance(tmp_path, attention):
+    """bf16 weights and compute on both sides; rounding differs (fused vs unfused ops), so a stated bound.
+    On a GPU, the same bound holds with cuDNN flash attention in both towers."""
     cfg = CONFIGS["tiny_gqa"]
     model = hf_model(cfg, seed=7)
     model.save_pretrained(tmp_path)
     hf16 = model.to(torch.bfloat16)
-    ours = load(tmp_path, param_dtype="bfloat16", dtype="bfloat16")
-    assert ours.config.param_dtype == "bfloat16"
-    ids, mask, pixels, grids = _batch(np.random.default_rng(11), cfg, CASES["mixed_lengths"], "right")
-    expected = hf_embed(hf16, ids, mask, pixels, grids)
-    got = ours.embed_tokens(ids, mask, pixels, grids)
-    cos = np.sum(got * expected, axis=-1)
-    assert np.max(np.abs(got - expected)) <= BF16_MAX_ABS, np.max(np.abs(got - expected))
-    assert np.min(cos) >= BF16_MIN_COS, cos
+    ours = load(tmp_path, param_dtype="bfloat16", dtype="bfloat16", attention=attention)
+    assert ours.config.param_dtype == "bfloat16" and ours.config.attention == attention
+    for side in ("right", "left"):
+        ids, mask, pixels, grids = _batch(np.random.default_rng(11), cfg, CASES["mixed_lengths"], side)
+        expected = hf_embed(hf16, ids, mask, pixels, grids)
+        got = ours.embed_tokens(ids, mask, pixels, grids)
+        cos = np.sum(got * expected, axis=-1)
+        assert np.max(np.abs(got - expected)) <= BF16_MAX_ABS, (side, np.max(np.abs(got - expected)))
+        assert np.min(cos) >= BF16_MIN_COS, (side, cos)
 
 
 def test_length_buckets_bound_padding_and_shapes():

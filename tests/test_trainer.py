@@ -132,3 +132,14 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run():
     trainer._check_finite({"nonfinite_in_a_row": 2}, 6, 3)  # under the limit: the run goes on
     with pytest.raises(FloatingPointError, match="step 7: 3 steps in a row had a non-finite loss"):
         trainer._check_finite({"nonfinite_in_a_row": 3}, 7, 3)
+
+
+def test_train_bench_steps_both_sides_from_the_same_weights():
+    """bench.train compares like with like: on the same weights and batch the first InfoNCE loss of our jitted
+    step equals the PyTorch step's (transformers' Qwen2-VL), so its speed ratio times the same computation."""
+    pytest.importorskip("torch")
+    from vlm2geovec_jax.bench.train import bench
+
+    row = bench("tiny", batch=4, steps=1, peak=1e9, peak_label="test")
+    assert abs(row["first_loss_jax"] - row["first_loss_torch"]) <= 1e-4 * abs(row["first_loss_torch"])
+    assert row["jax_ex_per_s"] > 0 and row["torch_ex_per_s"] > 0

@@ -1,10 +1,12 @@
 """Encoder throughput against transformers' PyTorch Qwen2-VL, and the peak memory of ``import-hf``.
 
     python -m vlm2geovec_jax.bench.encoder [--presets tiny,small_100m] [--batch 8] [--iters 10]
+                                           [--dtype float32|bfloat16] [--attention auto,xla,cudnn]
 
 Both sides run the same random weights on the same inputs on this machine: ours jitted (XLA), PyTorch in
-eager mode under ``inference_mode``. Our inputs are padded to the embedder's power-of-two buckets, PyTorch's are
-not, so the comparison slightly favours PyTorch. Needs the ``torch`` extra.
+eager mode under ``inference_mode`` (its default attention, SDPA), on the GPU when there is one, in ``--dtype``.
+Ours runs once per ``--attention`` kernel. Our inputs are padded to the embedder's power-of-two buckets,
+PyTorch's are not, so the comparison slightly favours PyTorch. Needs the ``torch`` extra.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vlm2geovec_jax import load
+from vlm2geovec_jax.models.attention import check
 from vlm2geovec_jax.models.config import ModelConfig, TextConfig, VisionConfig
 from vlm2geovec_jax.models.presets import model_config
 
@@ -61,43 +64,51 @@ def _time(fn, iters: int) -> float:
 
 
 def _torch_embed(model, ids, mask, pixels, grids):
+    """Embeddings as numpy (so a GPU run is finished when it returns)."""
     import torch
-    ids_t = torch.as_tensor(ids)
+    ids_t = torch.as_tensor(ids, device=model.device)
     kwargs = {}
     if pixels is not None:
-        kwargs = dict(pixel_values=torch.as_tensor(pixels), image_grid_thw=torch.as_tensor(grids),
+        kwargs = dict(pixel_values=torch.as_tensor(pixels, device=model.device).to(model.dtype),
+                      image_grid_thw=torch.as_tensor(grids, device=model.device),
                       mm_token_type_ids=(ids_t == model.config.image_token_id).long())
     with torch.inference_mode():
-        hidden = model.model(input_ids=ids_t, attention_mask=torch.as_tensor(mask), **kwargs).last_hidden_state
-        return torch.nn.functional.normalize(hidden[:, -1].float(), dim=-1).numpy()
+        hidden = model.model(input_ids=ids_t, attention_mask=torch.as_tensor(mask, device=model.device),
+                             **kwargs).last_hidden_state
+        return torch.nn.functional.normalize(hidden[:, -1].float(), dim=-1).cpu().numpy()
 
 
-def bench_preset(preset: str, batch: int, iters: int) -> list[dict]:
+def bench_preset(preset: str, batch: int, iters: int, dtype: str = "float32",
+                 attentions: tuple[str, ...] = ("auto",)) -> list[dict]:
+    import torch
     cfg = model_config(preset)
     hf = _hf_model(cfg)
     n_params = sum(p.numel() for p in hf.parameters())
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
-        ours = load(tmp)
+        ours = {a: load(tmp, dtype=dtype, param_dtype=dtype, attention=a) for a in attentions}
+    hf = hf.to("cuda" if torch.cuda.is_available() else "cpu", getattr(torch, dtype))
+    rows = []
     rng = np.random.default_rng(0)
     for kind in ("text", "image"):
         ids, mask, pixels, grids = _inputs(cfg, batch, kind == "image", rng)
-        jax_s = _time(lambda: ours.embed_tokens(ids, mask, pixels, grids), iters)
         torch_s = _time(lambda: _torch_embed(hf, ids, mask, pixels, grids), iters)
-        diff = np.max(np.abs(ours.embed_tokens(ids, mask, pixels, grids) - _torch_embed(hf, ids, mask, pixels,
-                                                                                          grids)))
-        rows.append(dict(preset=preset, params_m=round(n_params / 1e6, 1), inputs=kind, tokens=ids.shape[1],
-                         jax_emb_per_s=round(batch / jax_s, 1), torch_emb_per_s=round(batch / torch_s, 1),
-                         ratio=round(torch_s / jax_s, 2), max_abs_diff=float(diff)))
-        print(_format(rows[-1]), flush=True)
+        expected = _torch_embed(hf, ids, mask, pixels, grids)
+        for attention, embedder in ours.items():
+            jax_s = _time(lambda: embedder.embed_tokens(ids, mask, pixels, grids), iters)
+            diff = np.max(np.abs(embedder.embed_tokens(ids, mask, pixels, grids) - expected))
+            rows.append(dict(preset=preset, params_m=round(n_params / 1e6, 1), inputs=kind, tokens=ids.shape[1],
+                             attention=check(embedder.config), dtype=dtype, jax_emb_per_s=round(batch / jax_s, 1),
+                             torch_emb_per_s=round(batch / torch_s, 1), ratio=round(torch_s / jax_s, 2),
+                             max_abs_diff=float(diff)))
+            print(_format(rows[-1]), flush=True)
     return rows
 
 
 def _format(row: dict) -> str:
     return (f"{row['preset']:>11} ({row['params_m']:>6.1f}M) {row['inputs']:>5} L={row['tokens']:<4} "
-            f"jax {row['jax_emb_per_s']:>8.1f} emb/s   torch {row['torch_emb_per_s']:>8.1f} emb/s   "
-            f"ratio {row['ratio']:>5.2f}x   max|diff| {row['max_abs_diff']:.1e}")
+            f"{row['dtype']} {row['attention']:>6}: jax {row['jax_emb_per_s']:>8.1f} emb/s   torch "
+            f"{row['torch_emb_per_s']:>8.1f} emb/s   ratio {row['ratio']:>5.2f}x   max|diff| {row['max_abs_diff']:.1e}")
 
 
 # Peak RSS from /proc/self/status VmHWM: getrusage's ru_maxrss survives exec, so a child would report the
@@ -169,13 +180,17 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--skip-import-memory", action="store_true")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--attention", default="auto", help="comma-separated kernels for ours (auto, xla, cudnn, "
+                        "splash)")
     args = parser.parse_args(argv)
     import jax
     import torch
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads, batch {args.batch}", flush=True)
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}, "
+          f"torch {torch.__version__} on {where}, batch {args.batch}", flush=True)
     for preset in args.presets.split(","):
-        bench_preset(preset, args.batch, args.iters)
+        bench_preset(preset, args.batch, args.iters, args.dtype, tuple(args.attention.split(",")))
     if not args.skip_import_memory:
         import_memory()
 
