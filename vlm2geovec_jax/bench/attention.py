@@ -15,6 +15,7 @@ ours (ours / cudnn).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -31,19 +32,12 @@ def _library(q, k, v, segment_ids, *, causal):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
 
-def _ours(q, k, v, segment_ids, *, causal):
-    return attention(q, k, v, segment_ids, causal=causal, implementation="xla")
-
-
-def _cudnn(q, k, v, segment_ids, *, causal):
-    return attention(q, k, v, segment_ids, causal=causal, implementation="cudnn")
-
-
 def _kernels(head_dim: int, dtype) -> dict:
-    kernels = {"ours": _ours, "library": _library}
+    """{label: kernel}: ours (xla), the library's, and cuDNN where it can run (a GPU, bf16)."""
+    kernels = {"ours": functools.partial(attention, implementation="xla"), "library": _library}
     try:
         resolve("cudnn", head_dims=(head_dim,), dtype=dtype)
-        kernels["cudnn"] = _cudnn
+        kernels["cudnn"] = functools.partial(attention, implementation="cudnn")
     except ValueError:
         pass  # not a GPU, or not bf16
     return kernels

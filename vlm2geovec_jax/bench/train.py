@@ -7,10 +7,10 @@ Both sides: full fine-tuning, the same InfoNCE (temperature 0.02, last-token L2 
 negatives) and AdamW, on the same synthetic token pairs of ``--length`` tokens. Ours is the trainer's jitted
 step (one device; ``model.attention=auto``, so cuDNN on a GPU in bf16); PyTorch is transformers' Qwen2-VL in
 eager mode, on the GPU when there is one. ``--dtype bfloat16`` is mixed precision on both sides: float32
-weights and optimizer, bf16 compute (``model.dtype`` for ours, autocast for PyTorch). MFU counts model FLOPs (train/flops.py) against the
-device's bf16 peak where it is known; on a CPU the peak is unknown, so the script measures this machine's
-sustained float32 matmul FLOP/s with XLA and reports MFU against that (labelled as such). Needs the ``bench``
-extra.
+weights and optimizer, bf16 compute (``model.dtype`` for ours, autocast for PyTorch). MFU counts model FLOPs
+(train/flops.py) against the device's bf16 peak where it is known; on a CPU the peak is unknown, so the
+script measures this machine's sustained float32 matmul FLOP/s with XLA and reports MFU against that
+(labelled as such). Needs the ``bench`` extra.
 """
 from __future__ import annotations
 
@@ -145,7 +145,8 @@ def bench(preset: str, batch: int, steps: int, peak: float, peak_label: str, len
     row = dict(preset=preset, batch=batch, jax_ex_per_s=batch / jax_s, torch_ex_per_s=batch / torch_s,
                ratio=torch_s / jax_s, jax_mfu=step_flops / jax_s / peak, torch_mfu=step_flops / torch_s / peak,
                first_loss_jax=jax_losses[0], first_loss_torch=torch_losses[0])
-    print(f"{preset:>11} batch {batch} L{length} {dtype}: jax {row['jax_ex_per_s']:8.1f} ex/s (MFU {100 * row['jax_mfu']:5.1f}%)   "
+    print(f"{preset:>11} batch {batch} L{length} {dtype}: jax {row['jax_ex_per_s']:8.1f} ex/s "
+          f"(MFU {100 * row['jax_mfu']:5.1f}%)   "
           f"torch {row['torch_ex_per_s']:8.1f} ex/s (MFU {100 * row['torch_mfu']:5.1f}%)   ratio "
           f"{row['ratio']:.2f}x   [MFU vs {peak_label}]; first-step loss jax {jax_losses[0]:.4f} torch "
           f"{torch_losses[0]:.4f}", flush=True)
