@@ -102,6 +102,19 @@ def test_contact_sheet_ranks_by_cosine_and_outlines_the_gold_in_green(tmp_path):
     assert inside(2) == (200, 0, 0) and inside(3) == (0, 0, 200) and inside(1) == (240, 240, 240)
 
 
+def test_contact_sheet_reads_the_cache_under_the_models_box_format(tmp_path):
+    query = Item(image=_png((200, 0, 0)), image_size=(112, 112), boxes=(Box((10, 10, 40, 40)),))
+    cands = [Item(text="a red tile"), Item(text="a blue tile")]
+    vectors = {item_key(query, box_format="geochat"): np.array([1.0, 0.0]),
+               item_key(cands[0], box_format="geochat"): np.array([1.0, 0.0]),
+               item_key(cands[1], box_format="geochat"): np.array([0.0, 1.0])}
+    row = EvalRow("q0", "region_caption_retrieval", query, tuple(cands), (0,))
+    rows = {"region_caption_retrieval": [row]}
+    with pytest.raises(KeyError):  # the query's qwen key was never embedded
+        demo.contact_sheet_png(rows, _Cache(vectors), tmp_path / "q.png", k=2)
+    assert demo.contact_sheet_png(rows, _Cache(vectors), tmp_path / "g.png", k=2, box_format="geochat").is_file()
+
+
 def test_a_config_for_another_world_is_refused():
     config = load_config(REPO / "configs" / "demo.py")
     with pytest.raises(ValueError, match=r"^training config: data.pipeline.tasks\[0\].dataset is 'geoscenes/demo'; "

@@ -196,15 +196,18 @@ def render_item(item, *, size: int = CELL, caption_lines: int = 4) -> Image.Imag
 
 
 def contact_sheet_png(rows_by_task: Mapping[str, Sequence[Any]], cache, path: Path, *,
-                      tasks: Sequence[str] = SHEET_TASKS, per_task: int = 1, k: int = 5) -> Path:
-    """Top-``k`` candidates of the first ``per_task`` queries of each task: query | ranks 1..k (green: gold)."""
+                      tasks: Sequence[str] = SHEET_TASKS, per_task: int = 1, k: int = 5,
+                      box_format: str = "qwen") -> Path:
+    """Top-``k`` candidates of the first ``per_task`` queries of each task: query | ranks 1..k (green: gold).
+
+    ``box_format`` is the model's (its items were embedded, and cached, under keys with boxes written so)."""
     from vlm2geovec_jax.inputs.identity import item_key  # noqa: PLC0415
 
     lines = []
     for task in (t for t in tasks if t in rows_by_task):
         for row in list(rows_by_task[task])[:per_task]:
-            q = cache.get([item_key(row.query)])[0]
-            c = cache.get([item_key(x) for x in row.candidates])
+            q = cache.get([item_key(row.query, box_format=box_format)])[0]
+            c = cache.get([item_key(x, box_format=box_format) for x in row.candidates])
             order = np.argsort(-(c @ q), kind="stable")[:k]
             lines.append((task, row, [int(i) for i in order]))
     if not lines:
@@ -272,14 +275,14 @@ def summary_markdown(report: Mapping[str, Any], *, timings: Mapping[str, float],
 
 
 def write_report(report: Mapping[str, Any], rows_by_task, cache, *, metrics, out: Path,
-                 timings: Mapping[str, float], facts: Mapping[str, Any]) -> Path:
+                 timings: Mapping[str, float], facts: Mapping[str, Any], box_format: str = "qwen") -> Path:
     """summary.md, loss.png, p_at_1.png and retrievals.png in ``out``; returns summary.md."""
     from vlm2geovec_jax.rsmeb.report import draw_chart  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
     loss_curve_png(metrics, out / "loss.png")
     draw_chart(report).save(out / "p_at_1.png", format="PNG")
-    contact_sheet_png(rows_by_task, cache, out / "retrievals.png")
+    contact_sheet_png(rows_by_task, cache, out / "retrievals.png", box_format=box_format)
     summary = out / "summary.md"
     summary.write_text(summary_markdown(report, timings=timings, facts=facts), encoding="utf-8")
     return summary
@@ -344,7 +347,7 @@ def run_demo(workdir: str | Path, *, config=None, suite: str | None = None, task
     timings["report"] = 0.0
     timings["total"] = time.perf_counter() - begin
     summary = write_report(report, rows, cache, metrics=read_metrics(workdir / "train"), out=workdir / "report",
-                           timings=timings, facts=facts)
+                           timings=timings, facts=facts, box_format=config.data.pipeline.get("box_format", "qwen"))
     t = _stage(timings, "report", 4, t)
     timings["total"] = time.perf_counter() - begin
     summary.write_text(summary_markdown(report, timings=timings, facts=facts), encoding="utf-8")
