@@ -110,12 +110,12 @@ def test_dior_referring_and_region_caption(built):
     ex, info = example(built, "dior_rsvg", "validation", "object_id", "1")
     [ref] = adapter("dior_rsvg", "referring_expression")(ex, info)
     assert ref.query.text == "the service area at the bottom right" and ref.query.boxes == ()
-    assert ref.positive.boxes == (Box((22, 8, 47, 39), label="expressway service area"),)
+    assert ref.positive.boxes == (Box((22, 8, 47, 39)),)  # the region alone: its class name would be a text match
     assert ref.positive.image_size == (48, 40) and ref.positive.instruction == c("referring_expression")
     assert ref.source.id == "1" and ref.negatives == ()
     assert render_prompt(ref.positive) == (
         "<|vision_start|><|image_pad|><|vision_end|>\nRepresent the given region of the remote sensing image: "
-        "<|object_ref_start|>expressway service area<|object_ref_end|><|box_start|>(458,200),(979,975)<|box_end|>")
+        "<|box_start|>(458,200),(979,975)<|box_end|>")
     [cap] = adapter("dior_rsvg", "region_caption")(ex, info)
     assert cap.query.boxes == (Box((22, 8, 47, 39)),)  # no label on the query: it would give the answer away
     assert cap.positive == Item(text="the service area at the bottom right")
@@ -169,8 +169,8 @@ def test_vrsbench_other_boxes_are_hard_negatives(built):
     ex, info = example(built, "vrsbench", "train", "image_id", "P0003_0002.png")
     refs = adapter("vrsbench", "referring_expression")(ex, info)
     assert [p.query.text for p in refs] == ["the ship closest to the pier end", "the long pier along the top edge"]
-    assert refs[0].positive.boxes == (Box((16, 12, 40, 36), label="ship"),)
-    assert [n.boxes for n in refs[0].negatives] == [(Box((0, 0, 64, 12), label="harbor"),)]
+    assert refs[0].positive.boxes == (Box((16, 12, 40, 36)),)
+    assert [n.boxes for n in refs[0].negatives] == [(Box((0, 0, 64, 12)),)]
     assert refs[0].negatives[0].instruction == c("referring_expression")
     assert refs[1].source.id == "P0003_0002.png#object1"
     caps = adapter("vrsbench", "region_caption")(ex, info)

@@ -198,15 +198,15 @@ def vqa(ex: Example, info: SourceInfo) -> list[Pair]:
             for i, (q, a) in enumerate(zip(questions, answers)) if q.strip() and a.strip()]
 
 
-def _box_list(ex: Example, *, labels: bool, angles: bool = False) -> list[Box]:
+def _box_list(ex: Example, *, angles: bool = False) -> list[Box]:
+    """The example's boxes, never labelled: the builders' box_labels would put the object's class name beside
+    its coordinates, and a region query or candidate must be found by what is in the box, not by text."""
     xyxy = _boxes(ex)
-    names = _texts(ex, "box_labels") if labels and "box_labels" in ex else [None] * len(xyxy)
     turns = np.asarray(ex["angles"], np.float64).reshape(-1) if angles and "angles" in ex else [None] * len(xyxy)
     out = []
-    for i, (b, name, angle) in enumerate(zip(xyxy, names, turns)):
+    for i, (b, angle) in enumerate(zip(xyxy, turns)):
         try:
-            out.append(Box(tuple(b), label=(class_text(name) or None) if name else None,
-                           angle=None if angle is None else float(angle) % 360.0))
+            out.append(Box(tuple(b), angle=None if angle is None else float(angle) % 360.0))
         except RecordError as err:
             raise located(err, prefix=f"boxes[{i}]") from None
     return out
@@ -231,7 +231,7 @@ def region_caption(ex: Example, info: SourceInfo) -> list[Pair]:
         raise RecordError("GeoChat-Bench region captions come from the geochat_bench/region_captioning config, "
                           "not referring", field="captions")
     texts = _texts(ex, key)
-    boxes = _box_list(ex, labels=False, angles=True)
+    boxes = _box_list(ex, angles=True)
     if key == "captions":  # GeoChat region captioning: one caption for the (usually single) box set
         if not texts or not texts[0].strip():
             raise RecordError("expected one non-empty caption", field="captions")
@@ -250,13 +250,18 @@ def region_caption(ex: Example, info: SourceInfo) -> list[Pair]:
 def referring_expression(ex: Example, info: SourceInfo) -> list[Pair]:
     """Image + expression -> image + the referred box; negatives are the image's other boxes (VRSBench).
 
+    The candidate is the region alone, image and box tokens with no class name: with
+    ``<|object_ref_start|>ship<|object_ref_end|>`` beside the box, "the red ship" is found by matching words
+    and the box is never read (on GeoScenes a model trained that way reached 29 P@1 on referring expressions
+    but 3 on region captions, which need the box read; docs/demo.md).
+
     GeoChat-Bench's referring config gives one expression for a SET of boxes: the positive holds them all.
     """
     if "expressions" not in ex and "question_id" in ex:
         raise RecordError("GeoChat-Bench referring expressions come from the geochat_bench/referring config, "
                           "not region_captioning", field="expressions")
     texts = _texts(ex, "expressions")
-    boxes = _box_list(ex, labels=True)
+    boxes = _box_list(ex)
     if "question_id" in ex:  # GeoChat: one expression, all boxes are its target
         if not texts or not texts[0].strip():
             raise RecordError("expected one non-empty referring expression", field="expressions")

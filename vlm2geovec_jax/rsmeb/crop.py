@@ -6,9 +6,10 @@ tokens add. The crop is inputs/regions.py's (the box's pixels in the original im
 
 Fairness: a crop row differs from its box row ONLY in how the region is given. Text, instruction and
 location are kept, and a box's label (the ``<|object_ref_start|>ship<|object_ref_end|>`` part of the box
-tokens, which referring-expression candidates carry) becomes plain text after the item's own text, so every
-word of the box row is in the crop row; only the coordinates and the special tokens are gone. (Before this
-rule the crop rows dropped the label, which made box tokens look far better than they are.)
+tokens, which a pairs file may give) becomes plain text after the item's own text, so every word of the box
+row is in the crop row; only the coordinates and the special tokens are gone. (An earlier release's crop
+rows dropped the label of referring-expression candidates, which made box tokens look far better than they
+are; the built-in adapters now give no labels at all, inputs/adapters.py.)
 """
 from __future__ import annotations
 
