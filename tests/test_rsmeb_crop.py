@@ -122,6 +122,7 @@ def test_crop_rows_and_box_rows_carry_the_same_text():
                 assert (crop.image is None) == (box_item.image is None)
                 box_prompt, crop_prompt = render_prompt(box_item), render_prompt(crop)
                 assert _words_without_box_tokens(box_prompt) == _words_without_box_tokens(crop_prompt)
+                assert "<|object_ref_start|>" not in box_prompt  # a region is the box alone, never its class name
 
 
 def test_a_labelled_box_puts_its_label_after_the_text():
