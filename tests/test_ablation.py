@@ -68,6 +68,13 @@ def test_cli_registers_ablate():
     assert (args.workdir, args.steps) == ("w", 3)
 
 
+def test_cli_trains_the_ablations_steps_not_the_demos(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(ablation, "run_ablation", lambda workdir, *, steps: seen.update(steps=steps))
+    assert cli.main(["ablate", "--workdir", "w"]) == 0
+    assert seen["steps"] == ablation.DEFAULT_STEPS > load_config(REPO / "configs" / "demo.py").num_steps
+
+
 def test_bad_steps_is_one_line_and_exit_2(capsys):
     assert cli.main(["ablate", "--workdir", "w", "--steps", "0"]) == 2
     assert capsys.readouterr().err.strip().endswith("--steps: expected a positive number of training steps, got 0")
