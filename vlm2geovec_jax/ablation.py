@@ -31,7 +31,7 @@ import numpy as np
 from vlm2geovec_jax import demo
 
 FLOPS_SAMPLE_STEPS = 16
-# The ablation has 45 minutes where the demo has 15, so the single encoder trains twice the demo's 500 steps:
+# The ablation has 45 minutes where the demo has 15, so the single encoder trains 1000 steps to the demo's 800:
 # chosen on the validation split, where region captions went from 10.0 P@1 at 500 steps to 32.0 (docs/demo.md).
 DEFAULT_STEPS = 1000
 MODES = ("single", "dual")

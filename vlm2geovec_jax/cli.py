@@ -221,7 +221,7 @@ def _scale(args: argparse.Namespace) -> None:
 
 @command("ablate", "train the interleaved single encoder and the dual-encoder baseline at matched FLOPs, compare")
 @_args(workdir=dict(default="vlm2geovec_ablation", help="where the data, both models, evaluations and ablation.* go"),
-       steps=dict(type=int, help="single-encoder training steps (default: 1000, twice the demo's)"))
+       steps=dict(type=int, help="single-encoder training steps (default: 1000; the demo trains 800)"))
 def _ablate(args: argparse.Namespace) -> None:
     from vlm2geovec_jax.ablation import DEFAULT_STEPS, run_ablation
     run_ablation(args.workdir, steps=DEFAULT_STEPS if args.steps is None else args.steps)
